@@ -1,0 +1,172 @@
+"""One training step's LinguDistill loss, from a batch and the student's logits (plain torch + transformers).
+
+Data flow: batch -> per-token weights (tags) -> student forward with K/V captured (kv_share) -> teacher
+forward over shared K/V on the distilled rows only (teacher) -> chunked CE + distillation (losses).
+Nothing here imports ms-swift; ``integration`` and ``trainer`` feed it swift's batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import LinguDistillConfig
+from .families import FamilyAdapter
+from .kv_share import ROUTER, KVRouter, build_plan, shared_positions
+from .losses import IGNORE_INDEX, TeacherHead, cross_entropy_sum, distill_sum
+from .teacher import TeacherRunner
+
+__all__ = ["BatchContext", "Distiller", "StepStats", "kept_positions"]
+
+
+@dataclass
+class BatchContext:
+    """What the loss needs from the batch beyond the logits swift hands it. Shapes: B rows, L tokens."""
+
+    input_ids: torch.Tensor  # [B, L]
+    labels: torch.Tensor  # [B, L] full length, unshifted (-100 outside the response)
+    valid: torch.Tensor  # [B, L] bool: real tokens (attention_mask)
+    rotary: torch.Tensor  # [B, L] long: the student's rotary position of each token
+    vision: torch.Tensor  # [B, L] bool: vision-token positions
+    token_weight: torch.Tensor  # [B, L] float: distillation weight of the sample each token belongs to
+    sample_weight: torch.Tensor  # [S] float: one weight per original sample (S = B without packing)
+    segment: torch.Tensor | None = None  # [B, L] long: packed-sequence id (padding-free batches)
+    logits_to_keep: Any = None  # swift's: int suffix length, or [L] bool mask (batch of one); None = all
+
+    @property
+    def any_distilled(self) -> bool:
+        return bool((self.sample_weight > 0).any())
+
+
+@dataclass
+class StepStats:
+    """Per-token and per-sample values for swift's metrics (detached)."""
+
+    ce: torch.Tensor  # [n_supervised] float32
+    kd: torch.Tensor  # [n_distilled_tokens] float32: tau^2 * D
+    distilled: torch.Tensor  # [S] float32: 1.0 for samples with w > 0
+    teacher_ran: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def kept_positions(logits_to_keep: Any, seq_len: int, device: torch.device) -> torch.Tensor:
+    """[K] long: the sequence positions of the logits the student returned (swift's ``logits_to_keep``)."""
+    if logits_to_keep is None or (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+        return torch.arange(seq_len, device=device)
+    if isinstance(logits_to_keep, int):
+        return torch.arange(seq_len - logits_to_keep, seq_len, device=device)
+    keep = logits_to_keep.to(device)
+    if keep.dtype == torch.bool:
+        return keep.nonzero().flatten()
+    return keep.long()
+
+
+class Distiller:
+    """Computes ``(CE + lambda * sum w * tau^2 * D) / N`` for one batch; runs the teacher only when needed."""
+
+    def __init__(
+        self,
+        config: LinguDistillConfig,
+        family: FamilyAdapter,
+        teacher: TeacherRunner,
+        *,
+        shared_vocab: int,
+        student_attention: list[nn.Module],
+        router: KVRouter = ROUTER,
+        compact: bool = True,
+        chunk_size: int = 1024,
+    ) -> None:
+        self.config = config
+        self.family = family
+        self.teacher = teacher
+        self.shared_vocab = shared_vocab
+        self.router = router
+        self.compact = compact
+        self.chunk_size = chunk_size
+        self.teacher_forwards = 0  # counted for the "no distilled sample, no teacher forward" invariant
+        router.bind(student_attention, teacher.attention_modules(family))
+
+    def will_distill(self, ctx: BatchContext) -> bool:
+        """Whether this batch needs the teacher (and so the student's K/V)."""
+        return ctx.any_distilled and self.config.loss.lambda_ > 0
+
+    def teacher_hidden(self, ctx: BatchContext, logit_mask: torch.Tensor) -> torch.Tensor:
+        """[N, H] teacher final hidden states at the positions of ``logit_mask`` [B, L], row-major order."""
+        shared = shared_positions(self.config.kv_share.scope, ctx.valid, ctx.vision, ctx.labels)
+        detach = self.config.kv_share.detach
+        plan, entries = build_plan(logit_mask, shared, ctx.valid, ctx.segment, compact=self.compact, detach=detach)
+        q_ids = ctx.input_ids.index_select(0, plan.rows).gather(1, plan.q_pos)  # [B', Lq]
+        q_rotary = ctx.rotary.index_select(0, plan.rows).gather(1, plan.q_pos)  # [B', Lq]
+        grad = torch.set_grad_enabled(not detach and torch.is_grad_enabled())
+        with grad, self.teacher.active(), self.router.teaching(plan):
+            hidden = self.teacher.hidden_states(q_ids, q_rotary)  # [B', Lq, H]
+        self.teacher_forwards += 1
+        return hidden[entries[:, 0], entries[:, 1]]  # [N, H]
+
+    def loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        ctx: BatchContext,
+        *,
+        num_items_in_batch: Any = None,
+        loss_scale: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, StepStats]:
+        """``logits`` [B, K, V] and ``labels`` [B, K] as swift's loss receives them (unshifted, cut to K)."""
+        cfg = self.config.loss
+        n_rows, n_kept, vocab = logits.shape
+        targets = torch.roll(labels, shifts=-1, dims=-1)  # [B, K]: the token each logit predicts
+        supervised = targets != IGNORE_INDEX  # [B, K]
+        positions = kept_positions(ctx.logits_to_keep, ctx.input_ids.shape[1], logits.device)  # [K]
+        weight = ctx.token_weight.to(logits.device)[:, positions]  # [B, K]
+        distilled = supervised & (weight > 0) & (cfg.lambda_ > 0)  # [B, K]
+
+        ce_weight = torch.ones_like(weight, dtype=torch.float32)
+        if cfg.mode == "replace":
+            ce_weight = 1.0 - cfg.alpha * weight.float()
+        if loss_scale is not None:
+            ce_weight = ce_weight * loss_scale.reshape(n_rows, n_kept).float()
+        flat_logits = logits.reshape(-1, vocab)  # [B*K, V] (a view)
+        ce_total, ce_tokens = cross_entropy_sum(
+            flat_logits, targets.reshape(-1), ce_weight.reshape(-1), chunk_size=self.chunk_size
+        )
+        total = ce_total
+        kd_tokens = logits.new_zeros(0, dtype=torch.float32)
+        teacher_ran = False
+        if distilled.any():
+            logit_mask = torch.zeros_like(ctx.valid)
+            logit_mask[:, positions] = distilled
+            hidden = self.teacher_hidden(ctx, logit_mask)  # [N, H], same order as distilled.nonzero()
+            kd_weight = cfg.lambda_ * weight[distilled].float()
+            if cfg.mode == "replace":
+                kd_weight = kd_weight * cfg.alpha
+            head = self.teacher.head
+            kd_total, kd_tokens = distill_sum(
+                flat_logits,
+                TeacherHead(hidden, head.weight, getattr(head, "bias", None)),
+                kd_weight,
+                rows=distilled.reshape(-1).nonzero().flatten(),
+                divergence=cfg.divergence,
+                beta=cfg.beta,
+                temperature=cfg.temperature,
+                top_k=cfg.top_k,
+                vocab=self.shared_vocab,
+                chunk_size=self.chunk_size,
+            )
+            total = total + kd_total
+            teacher_ran = True
+        if num_items_in_batch is None:
+            num_items_in_batch = supervised.sum()
+        if isinstance(num_items_in_batch, torch.Tensor):
+            num_items_in_batch = num_items_in_batch.to(total.device)
+        loss = total / num_items_in_batch
+        stats = StepStats(
+            ce=ce_tokens[supervised.reshape(-1)],
+            kd=kd_tokens,
+            distilled=(ctx.sample_weight > 0).float(),
+            teacher_ran=teacher_ran,
+        )
+        return loss, stats

@@ -1,0 +1,105 @@
+"""What LinguDistill needs to know about one VLM family, in one small adapter class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["FamilyAdapter", "LineageSpec", "lineage_of"]
+
+
+class LineageSpec(dict):
+    """The architecture numbers a teacher must share with the student's language model (name -> value)."""
+
+
+def _rope_theta(config: Any) -> float | None:
+    params = getattr(config, "rope_parameters", None)
+    if isinstance(params, dict) and params.get("rope_theta") is not None:
+        return float(params["rope_theta"])
+    theta = getattr(config, "rope_theta", None)
+    return None if theta is None else float(theta)
+
+
+def lineage_of(text_config: Any) -> LineageSpec:
+    """Read the lineage numbers from a transformers text config (student's or teacher's)."""
+    heads = text_config.num_attention_heads
+    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
+    eps = getattr(text_config, "rms_norm_eps", None)
+    if eps is None:
+        eps = getattr(text_config, "layer_norm_eps", None)
+    return LineageSpec(
+        layers=text_config.num_hidden_layers,
+        hidden_size=text_config.hidden_size,
+        attention_heads=heads,
+        kv_heads=getattr(text_config, "num_key_value_heads", None) or heads,
+        head_size=head_dim,
+        rotary_base=_rope_theta(text_config),
+        norm_eps=eps,
+    )
+
+
+class FamilyAdapter:
+    """How to reach a VLM family's language model, its vision positions and its rotary positions.
+
+    Subclasses set ``swift_model_types`` (ms-swift ``model_type`` values) and ``hf_model_types``
+    (``config.model_type`` values) and override what differs. Adding a family is one new file.
+    """
+
+    name: str = "base"
+    swift_model_types: tuple[str, ...] = ()
+    hf_model_types: tuple[str, ...] = ()
+
+    # --- configs -----------------------------------------------------------------------------------
+    def text_config(self, config: Any) -> Any:
+        """The student's language-model config (what the teacher's config is compared with)."""
+        return getattr(config, "text_config", config)
+
+    def lineage(self, config: Any) -> LineageSpec:
+        return lineage_of(self.text_config(config))
+
+    def vision_token_ids(self, config: Any) -> tuple[int, ...]:
+        """Token ids the vision tower's features replace; their K/V are always shared."""
+        ids = [getattr(config, k, None) for k in ("image_token_id", "video_token_id", "image_token_index")]
+        return tuple(int(i) for i in ids if i is not None)
+
+    # --- modules -----------------------------------------------------------------------------------
+    def language_model(self, model: nn.Module) -> nn.Module:
+        """The decoder stack of the student (embeddings, layers, final norm), below any PEFT wrapper."""
+        raise NotImplementedError
+
+    def lm_head(self, model: nn.Module) -> nn.Module:
+        return _unwrap(model).lm_head
+
+    def attention_modules(self, decoder: nn.Module) -> list[nn.Module]:
+        """One attention module per layer, in layer order."""
+        return [layer.self_attn for layer in decoder.layers]
+
+    # --- batches -----------------------------------------------------------------------------------
+    def vision_mask(self, input_ids: torch.Tensor, config: Any) -> torch.Tensor:
+        """[B, L] bool: positions holding vision features."""
+        mask = torch.zeros_like(input_ids, dtype=torch.bool)
+        for token_id in self.vision_token_ids(config):
+            mask |= input_ids == token_id
+        return mask
+
+    def rotary_positions(self, batch: dict[str, Any], model: nn.Module) -> torch.Tensor:
+        """[B, L] long: the rotary position the student gave each token; the teacher must use the same."""
+        position_ids = batch.get("position_ids")
+        if position_ids is not None:
+            return position_ids
+        input_ids = batch["input_ids"]
+        return torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model under DDP / DeepSpeed (``.module``) and PEFT (``get_base_model()``) wrappers."""
+    for _ in range(4):
+        if hasattr(model, "get_base_model"):  # peft.PeftModel
+            model = model.get_base_model()
+        elif isinstance(getattr(model, "module", None), nn.Module):  # DDP, DeepSpeedEngine
+            model = model.module
+        else:
+            break
+    return model

@@ -1,0 +1,45 @@
+"""Qwen2-VL and Qwen2.5-VL: 3-D M-RoPE, vision tokens ``<|image_pad|>`` / ``<|video_pad|>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import FamilyAdapter, _unwrap
+
+__all__ = ["Qwen2VLFamily"]
+
+
+class Qwen2VLFamily(FamilyAdapter):
+    """Qwen2-VL / Qwen2.5-VL, built from Qwen2 / Qwen2.5 text LMs.
+
+    M-RoPE gives text tokens three equal components, which is plain 1-D RoPE at that value; but text
+    after an image continues at a compressed position (an image on a 6x8 grid advances it by 4, not 12),
+    so the teacher must take the student's text positions, never sequence indices.
+    """
+
+    name = "qwen2_vl"
+    swift_model_types = ("qwen2_vl", "qwen2_5_vl")
+    hf_model_types = ("qwen2_vl", "qwen2_5_vl")
+
+    def language_model(self, model: nn.Module) -> nn.Module:
+        return _unwrap(model).model.language_model
+
+    def rotary_positions(self, batch: dict[str, Any], model: nn.Module) -> torch.Tensor:
+        position_ids = batch.get("position_ids")
+        if position_ids is None:
+            inner = _unwrap(model).model
+            position_ids, _ = inner.get_rope_index(
+                batch["input_ids"],
+                image_grid_thw=batch.get("image_grid_thw"),
+                video_grid_thw=batch.get("video_grid_thw"),
+                attention_mask=batch.get("attention_mask"),
+                mm_token_type_ids=batch.get("mm_token_type_ids"),
+            )
+        if position_ids.dim() == 3:
+            # [3, B, L] (temporal, height, width), or [4, B, L] with the text positions first (packing);
+            # for text tokens the temporal row is the 1-D rotary position.
+            position_ids = position_ids[1] if position_ids.shape[0] == 4 else position_ids[0]
+        return position_ids

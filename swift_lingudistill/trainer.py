@@ -1,0 +1,143 @@
+"""ms-swift's trainer and loss glue: per-step batch context in, swift metrics out.
+
+swift calls a registered loss as ``loss(outputs, labels, num_items_in_batch=..., loss_scale=..., trainer=...)``
+without the batch, and pops the per-sample ``channel`` (where the tags travel) before the forward. So the
+trainer reads what the loss needs from the batch first, and the loss asks the trainer for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from swift.loss import BaseLoss
+from swift.trainers import Seq2SeqTrainer
+from swift.utils import get_logger
+
+from .distiller import BatchContext, Distiller
+from .tagging import decode_channel
+
+__all__ = ["LinguDistillLoss", "LinguDistillTrainer"]
+
+logger = get_logger()
+_FULL_LABELS = "_lingudistill_full_labels"  # stashed before swift cuts labels to `logits_to_keep`
+
+
+class LinguDistillTrainer(Seq2SeqTrainer):
+    """swift's Seq2SeqTrainer plus the frozen teacher, K/V capture and LinguDistill metrics."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        from .integration import active_run
+        from .runtime import build_distiller
+
+        state = active_run()
+        if state is None:
+            raise RuntimeError(
+                "LinguDistillTrainer was created without an accepted LinguDistill config; run it through "
+                "`swift sft --external_plugins $(python -m swift_lingudistill plugin-path) --loss_type lingudistill`"
+            )
+        self.lingudistill: Distiller = build_distiller(state, self.model)
+        self._lingudistill_batch: BatchContext | None = None
+
+    # --- batch ---------------------------------------------------------------------------------------
+    def prepare_logits_to_keep(self, inputs: dict[str, Any]) -> None:
+        inputs[_FULL_LABELS] = inputs["labels"]
+        super().prepare_logits_to_keep(inputs)
+
+    def _batch_context(self, inputs: dict[str, Any]) -> BatchContext:
+        """Read tags and positions from the batch; give swift back the user's own channels."""
+        distiller = self.lingudistill
+        full_labels = inputs.pop(_FULL_LABELS, None)
+        channels = inputs.pop("channel", None)
+        input_ids = inputs["input_ids"]
+        if channels is None:
+            channels = [None] * (1 if self.template.padding_free else input_ids.shape[0])
+        originals, weights = [], []
+        for channel in channels:
+            original, decision = decode_channel(channel)
+            originals.append(original)
+            weights.append(decision.weight)
+        if any(c is not None for c in originals):
+            inputs["channel"] = originals  # swift's --enable_channel_loss sees the user's channels, as before
+        device = input_ids.device
+        sample_weight = torch.tensor(weights, dtype=torch.float32, device=device)  # [S]
+        mask = inputs.get("attention_mask")
+        valid = torch.ones_like(input_ids, dtype=torch.bool) if mask is None or mask.dim() != 2 else mask.bool()
+        segment = None
+        if self.template.padding_free:
+            # packed row: a new sequence starts wherever the text position restarts at 0
+            text_pos = inputs.get("text_position_ids")
+            segment = (text_pos == 0).long().cumsum(-1) - 1  # [1, L]
+            token_weight = sample_weight[segment.clamp(min=0, max=len(weights) - 1)]
+        else:
+            token_weight = sample_weight[:, None].expand_as(input_ids)
+        family = distiller.family
+        model = self.model
+        return BatchContext(
+            input_ids=input_ids,
+            labels=full_labels if full_labels is not None else inputs["labels"],
+            valid=valid,
+            rotary=family.rotary_positions(inputs, model),
+            vision=family.vision_mask(input_ids, _config(model)),
+            token_weight=token_weight,
+            sample_weight=sample_weight,
+            segment=segment,
+            logits_to_keep=inputs.get("logits_to_keep"),
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        ctx = self._batch_context(inputs)
+        router = self.lingudistill.router
+        if self.lingudistill.will_distill(ctx):
+            router.start_capture()
+        self._lingudistill_batch = ctx
+        try:
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        finally:
+            self._lingudistill_batch = None
+            router.reset()  # drop the captured K/V before backward
+
+    # --- loss ----------------------------------------------------------------------------------------
+    def lingudistill_loss(self, outputs, labels, num_items_in_batch=None, loss_scale=None):
+        ctx = self._lingudistill_batch
+        if ctx is None:
+            raise RuntimeError("the LinguDistill loss was called outside LinguDistillTrainer.compute_loss")
+        distiller = self.lingudistill
+        if distiller.router.phase == "capture":
+            distiller.router.finish_capture()
+        loss, stats = distiller.loss(
+            outputs.logits,
+            labels,
+            ctx,
+            num_items_in_batch=num_items_in_batch,
+            loss_scale=loss_scale,
+        )
+        metrics = self.custom_metrics["train" if self.model.training else "eval"]
+        metrics["ce_loss"].update(stats.ce)
+        if stats.kd.numel():
+            metrics["kd_loss"].update(stats.kd)
+        metrics["distill_frac"].update(stats.distilled)
+        return loss
+
+
+def _config(model: torch.nn.Module) -> Any:
+    from .families.base import _unwrap
+
+    return _unwrap(model).config
+
+
+class LinguDistillLoss(BaseLoss):
+    """``--loss_type lingudistill``: CE on every supervised token plus the teacher's distillation term."""
+
+    def __call__(self, outputs, labels, *, num_items_in_batch=None, loss_scale=None, trainer=None, **kwargs):
+        trainer = trainer or self.trainer
+        if not isinstance(trainer, LinguDistillTrainer):
+            raise RuntimeError(
+                f"--loss_type lingudistill needs the LinguDistill trainer, got {type(trainer).__name__}. "
+                "It runs with `swift sft` / `swift pt` (task_type causal_lm) and the plugin loaded via "
+                "--external_plugins."
+            )
+        return trainer.lingudistill_loss(outputs, labels, num_items_in_batch=num_items_in_batch, loss_scale=loss_scale)
