@@ -234,8 +234,9 @@ class TaggingConfig(_Section):
     )
     datasets: dict[str, float] = Field(
         default_factory=dict,
-        description="glob on the --dataset entry a row came from (swift's `dataset` column) -> weight, e.g. "
-        "'*OCR*': no_distill; lets registered datasets be tagged without rewriting them",
+        description="glob on where a row came from as swift resolves its --dataset entry (a hub id such as "
+        "AI-ModelScope/LaTeX_OCR, or a file path) -> weight, e.g. '*OCR*': no_distill; tags whole registered "
+        "datasets without rewriting them",
     )
     no_image: float | None = Field(
         default=1.0, description="weight of a sample without images or videos (language-heavy); null disables"

@@ -65,6 +65,9 @@ def check_swift_version() -> str:
     return str(found)
 
 
+SWIFT_VERSION = check_swift_version()  # at import: an unsupported ms-swift stops here, with the fix
+
+
 @dataclass
 class RunState:
     """What one ``swift sft`` run with LinguDistill carries from argument parsing to the trainer."""
@@ -265,11 +268,6 @@ def _check_swift_flags(args: Any, config: LinguDistillConfig) -> None:
             "--gradient_checkpointing_kwargs '{\"use_reentrant\": false}' (or --gradient_checkpointing false), "
             "or keep detach: true"
         )
-    if config.teacher.is_self and getattr(args, "tuner_type", "lora") not in ("full", "lora", "longlora", "adalora"):
-        problems.append(
-            f"teacher `self` with --tuner_type {args.tuner_type}: supported with full fine-tuning (frozen copy) "
-            "or LoRA-style adapters (base model with adapters disabled)"
-        )
     if problems:
         raise PluginUsageError(
             "LinguDistill cannot run with these swift arguments:\n" + "\n".join(f"  - {p}" for p in problems)
@@ -339,8 +337,8 @@ def resolve_teacher(model: str, model_type: str | None, args: Any) -> tuple[str,
     from swift.utils import safe_snapshot_download
     from transformers import AutoConfig
 
-    local = os.path.isdir(os.path.expanduser(model))
-    if not local and (model.startswith(("/", "./", "../", "~")) or os.sep in model.strip("/").split("/", 1)[-1]):
+    looks_like_path = model.startswith(("/", "./", "../", "~")) or model.count("/") > 1
+    if looks_like_path and not os.path.isdir(os.path.expanduser(model)):
         raise PluginUsageError(
             f"teacher.model {model!r} does not exist. Fix: point it at the teacher's checkpoint folder (with "
             "config.json), or a hub id such as Qwen/Qwen2.5-7B-Instruct."

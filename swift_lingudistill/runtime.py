@@ -24,10 +24,17 @@ def load_teacher(state: RunState, student: nn.Module) -> TeacherRunner:
 
     config, family = state.config, state.family
     if config.teacher.is_self:
+        tuner = getattr(state.args, "tuner_type", "full")
         if hasattr(student, "disable_adapter"):  # peft.PeftModel: the base model is the snapshot, for free
             runner = lora_self_teacher(student, family)
-        else:
+        elif tuner == "full":
             runner = frozen_copy_teacher(student, family)
+        else:
+            raise ValueError(
+                f"teacher `self` with --tuner_type {tuner}: the snapshot is the base model of a PEFT adapter "
+                "(lora and other peft tuners) or a frozen copy with --tuner_type full; this tuner is neither. "
+                "Fix: use one of those, or a separate teacher checkpoint."
+            )
     else:
         dtype = _DTYPES.get(config.teacher.dtype) or state.args.torch_dtype
         # The teacher's own model_type: swift would otherwise fall back to the student's (a VLM loader).

@@ -155,3 +155,85 @@ def test_loss_type_and_config_must_come_together(demo_assets, tmp_path, loss_typ
     run = run_sft(demo_assets["student"], demo_assets["dataset"], tmp_path, "--loss_type", loss_type, config=config)
     assert run.returncode != 0 and message in run.output
     assert MODEL_LOADED not in run.output
+
+
+def _explicit_dataset(path: Path, demo_dataset: Path, pattern: list[bool]) -> Path:
+    """The demo rows with an explicit `distill` tag each, so the expected share of distilled samples is known."""
+    import json
+
+    rows = [json.loads(line) for line in demo_dataset.read_text().splitlines()][: len(pattern)]
+    for row, distill in zip(rows, pattern, strict=True):
+        row["distill"] = distill
+        row.pop("category", None)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_tags_reach_the_loss_through_lazy_tokenization_and_workers(demo_assets, tmp_path):
+    """Each sample is seen once in the epoch: the per-batch distill_frac must add up to the tags, exactly."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    pattern = [True, False, False, True, True, False, False, False, True, False, True, False]
+    data = _explicit_dataset(tmp_path / "tagged.jsonl", demo_assets["dataset"], pattern)
+    run = run_sft(
+        demo_assets["student"],
+        data,
+        tmp_path / "out",
+        "--tuner_type", "lora",
+        "--loss_type", "lingudistill",
+        "--dataloader_num_workers", "2",
+        "--lazy_tokenize", "true",
+        "--report_to", "tensorboard",
+        config=SELECTIVE,
+        env=teacher_env(demo_assets),
+        steps=6,
+        batch_size=2,
+    ).check_ok()  # fmt: skip
+    records = run.step_records()
+    assert len(records) == 6
+    assert round(sum(r["distill_frac"] * 2 for r in records)) == sum(pattern)
+    assert all(("kd_loss" in r) == (r["distill_frac"] > 0) for r in records)  # no distilled sample, no kd term
+    events = EventAccumulator(str(next(run.run_dir.glob("runs/*")))).Reload()
+    assert {"train/ce_loss", "train/kd_loss", "train/distill_frac"} <= set(events.Tags()["scalars"])
+
+
+def test_evaluation_logs_the_same_metrics(demo_assets, tmp_path):
+    run = run_sft(
+        demo_assets["student"],
+        demo_assets["dataset"],
+        tmp_path,
+        "--tuner_type", "lora",
+        "--loss_type", "lingudistill",
+        "--split_dataset_ratio", "0.25",
+        "--eval_strategy", "steps",
+        "--eval_steps", "2",
+        config=SELECTIVE,
+        env=teacher_env(demo_assets),
+        steps=2,
+    ).check_ok()  # fmt: skip
+    evals = [r for r in run.log_records() if "eval_loss" in r]
+    assert evals and {"eval_ce_loss", "eval_distill_frac"} <= evals[0].keys()
+
+
+def test_gradient_accumulation_normalises_like_one_big_batch(demo_assets, tmp_path):
+    """(CE + KD) / num_items_in_batch over the accumulated micro-batches: batch 4 == 2 x 2 accumulated."""
+    uniform = REPO / "plugin_configs" / "uniform.yaml"
+    losses = []
+    for batch, accumulation in ((4, 1), (2, 2)):
+        run = run_sft(
+            demo_assets["student"],
+            demo_assets["dataset"],
+            tmp_path / f"b{batch}",
+            "--tuner_type", "full",
+            "--loss_type", "lingudistill",
+            "--gradient_accumulation_steps", str(accumulation),
+            config=uniform,
+            env=teacher_env(demo_assets),
+            steps=1,
+            batch_size=batch,
+        ).check_ok()  # fmt: skip
+        (record,) = run.step_records()
+        losses.append(record)
+    assert losses[0]["kd_loss"] > 0
+    assert losses[0]["loss"] == pytest.approx(losses[1]["loss"], rel=1e-4)
+    assert losses[0]["kd_loss"] == pytest.approx(losses[1]["kd_loss"], rel=1e-3)
