@@ -95,7 +95,9 @@ class Distiller:
 
     def teacher_hidden(self, ctx: BatchContext, logit_mask: torch.Tensor) -> torch.Tensor:
         """[N, H] teacher final hidden states at the positions of ``logit_mask`` [B, L], row-major order."""
-        shared = shared_positions(self.config.kv_share.scope, ctx.valid, ctx.vision, ctx.labels)
+        # Tokens the teacher's vocabulary lacks (image placeholders, tile markers) are never the teacher's own.
+        always = ctx.vision | (ctx.input_ids >= self.teacher.vocab_rows)
+        shared = shared_positions(self.config.kv_share.scope, ctx.valid, always, ctx.labels)
         detach = self.config.kv_share.detach
         plan, entries = build_plan(logit_mask, shared, ctx.valid, ctx.segment, compact=self.compact, detach=detach)
         q_ids = ctx.input_ids.index_select(0, plan.rows).gather(1, plan.q_pos)  # [B', Lq]

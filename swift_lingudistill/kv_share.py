@@ -79,8 +79,9 @@ class TeacherPlan:
 def shared_positions(scope: str, valid: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """[B, L] bool: positions whose K/V the teacher takes from the student, for a kv_share scope.
 
-    ``valid`` [B, L]: real tokens; ``vision`` [B, L]: vision-token positions (always shared: the teacher
-    has no vision tower); ``labels`` [B, L] full-length, unshifted: -100 outside the response.
+    ``valid`` [B, L]: real tokens; ``vision`` [B, L]: positions always shared (vision tokens: the teacher has
+    no vision tower; tokens its vocabulary lacks); ``labels`` [B, L] full-length, unshifted: -100 outside the
+    response.
     """
     if scope == "image":
         return vision & valid

@@ -11,12 +11,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from harness import context, distiller_for, student_logits, teacher_logits, vl_setup
-from vl_batches import make_batch
+from cases_qwen import qwen_case
+from harness import context, distiller_for, student_logits, teacher_logits
 
 from swift_lingudistill.distiller import kept_positions
 
-setup = vl_setup
+
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl"])
+def setup(request, tokenizer):
+    return qwen_case(request.param, tokenizer)
+
+
 WEIGHTS = (1.0, 0.5, 0.0)
 
 
@@ -63,7 +68,7 @@ def reference_loss(logits, labels, ctx, teacher_at, loss: dict, n_items: float, 
 
 def full_teacher_logits(setup, batch, ctx) -> torch.Tensor:
     """[B, L, V] teacher logits at every position, from the full-sequence (non-compact) teacher."""
-    distiller = distiller_for(setup, teacher_model=setup["other_teacher"], compact=False)
+    distiller = distiller_for(setup, teacher_model=setup.other_teacher, compact=False)
     student_logits(setup, batch)
     every = ctx.valid.clone()
     rows = teacher_logits(distiller, ctx, every)
@@ -84,10 +89,10 @@ LOSSES = [
 
 @pytest.mark.parametrize("loss", LOSSES, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "default")
 def test_step_loss_matches_the_formula(setup, loss):
-    batch = make_batch(setup["processor"], setup["student"])
+    batch = setup.batch()
     ctx = context(setup, batch, WEIGHTS)
     teacher_at = full_teacher_logits(setup, batch, ctx)
-    distiller = distiller_for(setup, teacher_model=setup["other_teacher"], loss=loss)
+    distiller = distiller_for(setup, teacher_model=setup.other_teacher, loss=loss)
     logits = student_logits(setup, batch).detach()
     got, stats = distiller.loss(logits, batch["labels"], ctx, num_items_in_batch=37)
     want = reference_loss(logits, batch["labels"], ctx, teacher_at, loss, 37)
@@ -97,9 +102,9 @@ def test_step_loss_matches_the_formula(setup, loss):
 
 def test_cut_logits_as_swift_passes_them(setup):
     """swift's `use_logits_to_keep`: an int suffix (batch > 1) and a bool mask (batch of one) give the same loss."""
-    batch = make_batch(setup["processor"], setup["student"])
+    batch = setup.batch()
     ctx = context(setup, batch, WEIGHTS)
-    distiller = distiller_for(setup, teacher_model=setup["other_teacher"])
+    distiller = distiller_for(setup, teacher_model=setup.other_teacher)
     logits = student_logits(setup, batch).detach()
     full, _ = distiller.loss(logits, batch["labels"], ctx, num_items_in_batch=50)
 
@@ -127,10 +132,10 @@ def test_cut_logits_as_swift_passes_them(setup):
 
 
 def test_loss_scale_weighs_cross_entropy_only(setup):
-    batch = make_batch(setup["processor"], setup["student"])
+    batch = setup.batch()
     ctx = context(setup, batch, WEIGHTS)
     teacher_at = full_teacher_logits(setup, batch, ctx)
-    distiller = distiller_for(setup, teacher_model=setup["other_teacher"])
+    distiller = distiller_for(setup, teacher_model=setup.other_teacher)
     logits = student_logits(setup, batch).detach()
     scale = torch.rand(batch["labels"].shape, generator=torch.Generator().manual_seed(0)) * 2
     got, _ = distiller.loss(logits, batch["labels"], ctx, num_items_in_batch=40, loss_scale=scale.flatten())
@@ -139,9 +144,9 @@ def test_loss_scale_weighs_cross_entropy_only(setup):
 
 
 def test_default_normaliser_counts_supervised_tokens(setup):
-    batch = make_batch(setup["processor"], setup["student"])
+    batch = setup.batch()
     ctx = context(setup, batch, WEIGHTS)
-    distiller = distiller_for(setup, teacher_model=setup["other_teacher"])
+    distiller = distiller_for(setup, teacher_model=setup.other_teacher)
     logits = student_logits(setup, batch).detach()
     n = int((torch.roll(batch["labels"], -1, dims=-1) != -100).sum())
     implicit, _ = distiller.loss(logits, batch["labels"], ctx)
@@ -152,14 +157,14 @@ def test_default_normaliser_counts_supervised_tokens(setup):
 
 def test_gradient_reaches_student_kv_only_when_not_detached(setup):
     """detach: false sends the distillation gradient through the teacher into the student's shared K/V."""
-    student = setup["student"]
+    student = setup.student
     student.gradient_checkpointing_disable()  # reentrant checkpointing would run the forward without grad
     try:
         norms = {}
         for detach in (True, False):
-            distiller = distiller_for(setup, teacher_model=setup["other_teacher"])
+            distiller = distiller_for(setup, teacher_model=setup.other_teacher)
             distiller.config.kv_share.detach = detach
-            batch = make_batch(setup["processor"], student)
+            batch = setup.batch()
             ctx = context(setup, batch, (1.0, 0.0, 0.0))
             logits = student_logits(setup, batch)
             frozen = logits.detach().requires_grad_(True)  # cut the direct path: only the K/V path is left

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["FamilyAdapter", "LineageSpec", "lineage_of"]
+__all__ = ["FamilyAdapter", "LineageSpec", "UnsupportedFamily", "lineage_of"]
 
 
 class LineageSpec(dict):
@@ -37,7 +37,17 @@ def lineage_of(text_config: Any) -> LineageSpec:
         head_size=head_dim,
         rotary_base=_rope_theta(text_config),
         norm_eps=eps,
+        sliding_window=_sliding_window(text_config),
     )
+
+
+def _sliding_window(config: Any) -> str | None:
+    """'<window> <pattern>' (S = sliding, F = full attention, per layer) when any layer slides, else None."""
+    layer_types = list(getattr(config, "layer_types", None) or ())
+    window = getattr(config, "sliding_window", None)
+    if window is None or "sliding_attention" not in layer_types:
+        return None
+    return f"{int(window)} {''.join('S' if t == 'sliding_attention' else 'F' for t in layer_types)}"
 
 
 class FamilyAdapter:
@@ -103,3 +113,12 @@ def _unwrap(model: nn.Module) -> nn.Module:
         else:
             break
     return model
+
+
+class UnsupportedFamily(FamilyAdapter):
+    """A family LinguDistill recognises but refuses, with the measured reason (never a silently wrong teacher)."""
+
+    reason: str = ""
+
+    def refusal(self, model_type: str | None) -> str:
+        return f"LinguDistill does not support the student model_type {model_type!r}: {self.reason}"

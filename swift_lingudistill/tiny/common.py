@@ -1,0 +1,66 @@
+"""What every tiny builder shares: the cache folder, atomic builds, and the sizes of a tiny language model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DEFAULT_SIZE", "TinySize", "atomic_build_dir", "default_cache_dir"]
+
+
+def default_cache_dir() -> Path:
+    """Where built artefacts that never change (the tokenizer) are cached between runs."""
+    root = os.environ.get("LINGUDISTILL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "swift_lingudistill"
+    )
+    return Path(root)
+
+
+def atomic_build_dir(final: Path, build) -> Path:
+    """Build into a temporary folder, then rename: a crashed or concurrent build never leaves half a folder."""
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", dir=final.parent))
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+@dataclass(frozen=True)
+class TinySize:
+    """Sizes of a tiny language model; the VLM's language model and its teacher share them."""
+
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 128
+    vocab: int = 151936  # the Qwen2/2.5 embedding rows; other families pass their own
+    rope_theta: float = 1_000_000.0
+    # Set explicitly on both sides: Qwen2Config defaults to 1e-6 and Qwen2.5-VL's text config to 1e-5.
+    rms_norm_eps: float = 1e-6
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    def mrope_section(self) -> list[int]:
+        """Split half the head size into (temporal, height, width) rotary sections, as Qwen does."""
+        half = self.head_dim // 2
+        t = half // 4
+        h = (half - t) // 2
+        return [t, h, half - t - h]
+
+
+DEFAULT_SIZE = TinySize()
