@@ -77,7 +77,7 @@ class Distiller:
         student_attention: list[nn.Module],
         router: KVRouter = ROUTER,
         compact: bool = True,
-        chunk_size: int = 1024,
+        chunk_size: int | None = None,
     ) -> None:
         self.config = config
         self.family = family

@@ -274,6 +274,67 @@ def _head_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     return F.linear(hidden.to(weight.dtype), weight, bias).float()
 
 
+def _chunk_divergence(
+    s: torch.Tensor, t: torch.Tensor, opts: _Options, vocab: int, need_s: bool, need_t: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """D per row and its analytic gradients w.r.t. the tau-scaled logits a = s/tau, b = t/tau.
+
+    [c, Vs], [c, Vt] -> D [c], dD/da [c, V] or None, dD/db [c, V] or None (float32, first ``vocab`` columns).
+    Closed forms instead of autograd: no graph, and only a few float32 [c, V] tensors alive at once.
+    """
+    a = s[:, :vocab].float() / opts.temperature  # [c, V]
+    b = t[:, :vocab].float() / opts.temperature  # [c, V]
+    ls = F.log_softmax(a, dim=-1)  # [c, V]
+    del a
+    g_s = g_t = None
+    if opts.top_k is not None:
+        top_logits, top_ids = b.topk(opts.top_k, dim=-1)  # [c, k]
+        del b
+        ltk = F.log_softmax(top_logits, dim=-1)  # [c, k]
+        ptk = ltk.exp()  # [c, k]
+        lsk = ls.gather(-1, top_ids)  # [c, k]
+        d = (ptk * (ltk - lsk)).sum(-1)  # [c]
+        if need_s:  # pS - pT_k (pT_k renormalised on the top k, 0 elsewhere)
+            g_s = ls.exp_().scatter_add_(-1, top_ids, -ptk)
+        if need_t:  # only the k selected logits move D
+            g_t = torch.zeros_like(ls).scatter_(-1, top_ids, ptk * (ltk - lsk - d[:, None]))
+        return d, g_s, g_t
+    lt = F.log_softmax(b, dim=-1)  # [c, V]
+    del b
+    if opts.divergence == "forward_kl":  # D = sum pT (lt - ls)
+        pt = lt.exp()  # [c, V]
+        diff = lt - ls  # [c, V]
+        d = (pt * diff).sum(-1)
+        if need_s:
+            g_s = ls.exp_().sub_(pt)  # pS - pT
+        if need_t:
+            g_t = diff.sub_(d[:, None]).mul_(pt)  # pT (lt - ls - D)
+        return d, g_s, g_t
+    if opts.divergence == "reverse_kl":  # D = sum pS (ls - lt)
+        ps = ls.exp()  # [c, V]
+        diff = ls - lt  # [c, V]
+        d = (ps * diff).sum(-1)
+        if need_t:
+            g_t = lt.exp_().sub_(ps)  # pT - pS
+        if need_s:
+            g_s = diff.sub_(d[:, None]).mul_(ps)  # pS (ls - lt - D)
+        return d, g_s, g_t
+    # jsd: M = beta pT + (1 - beta) pS; D = beta KL(pT||M) + (1 - beta) KL(pS||M), via r = log(M / pT)
+    beta = opts.beta
+    diff = ls - lt  # [c, V]: log(pS / pT)
+    r = _log_mix_ratio(diff, beta)  # [c, V]
+    ps, pt = ls.exp_(), lt.exp_()  # [c, V] each (in place: ls / lt are not needed any more)
+    k_t = (pt * -r).sum(-1)  # [c]: KL(pT || M)
+    diff.sub_(r)  # log(pS / M)
+    k_s = (ps * diff).sum(-1)  # [c]: KL(pS || M)
+    d = beta * k_t + (1.0 - beta) * k_s
+    if need_s:
+        g_s = (diff - k_s[:, None]).mul_(ps).mul_(1.0 - beta)  # (1-beta) pS (log pS/M - KL(pS||M))
+    if need_t:
+        g_t = r.neg_().sub_(k_t[:, None]).mul_(pt).mul_(beta)  # beta pT (log pT/M - KL(pT||M))
+    return d, g_s, g_t
+
+
 class _DistillSum(torch.autograd.Function):
     """Forward computes the loss *and* its input gradients chunk by chunk; backward only rescales them."""
 
@@ -293,35 +354,35 @@ class _DistillSum(torch.autograd.Function):
         need_teacher: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n = weights.shape[0]
-        scale = opts.temperature**2
+        tau = opts.temperature
         per_token = torch.empty(n, dtype=torch.float32, device=student.device)  # [N]
         total = torch.zeros((), dtype=torch.float32, device=student.device)
         grad_student = torch.zeros_like(student) if need_student else None  # [M, Vs], input dtype
         grad_teacher = torch.zeros_like(teacher_side) if need_teacher else None  # [N, Vt] or [N, H]
-        any_grad = need_student or need_teacher
         for start in range(0, n, chunk_size):
             end = min(start + chunk_size, n)
             ids = None if rows is None else rows[start:end]  # [c]
-            s_rows = student[start:end] if ids is None else student.index_select(0, ids)  # [c, Vs]
-            s = s_rows.detach().float().requires_grad_(need_student)  # [c, Vs]
-            t_in = teacher_side[start:end].detach().requires_grad_(need_teacher)  # [c, Vt] or [c, H]
+            s = student[start:end] if ids is None else student.index_select(0, ids)  # [c, Vs]
+            t_in = teacher_side[start:end]  # [c, Vt] or [c, H]
+            t = t_in if head_weight is None else _head_logits(t_in, head_weight[:vocab], _bias(head_bias, vocab))
+            d, g_s, g_t = _chunk_divergence(s.detach(), t.detach(), opts, vocab, need_student, need_teacher)
             w = weights[start:end].detach().float()  # [c]
-            with torch.enable_grad() if any_grad else torch.no_grad():
-                t = t_in.float() if head_weight is None else _head_logits(t_in, head_weight, head_bias)  # [c, Vt]
-                d = _divergence(s, t, opts, vocab)  # [c]
-                chunk_total = (w * d).sum() * scale
-                inputs = [x for x, need in ((s, need_student), (t_in, need_teacher)) if need]
-                grads = list(torch.autograd.grad(chunk_total, inputs)) if any_grad else []
-            total += chunk_total.detach()
-            per_token[start:end] = d.detach() * scale
+            per_token[start:end] = d * tau**2
+            total += (w * d).sum() * tau**2
+            # d(w tau^2 D)/d logits = w tau dD/d(logits / tau); zero-weight rows give exact zeros
+            coef = (w * tau)[:, None]  # [c, 1]
             if need_student:
-                g_s = grads.pop(0)  # [c, Vs] float32
+                g_s = g_s.mul_(coef).to(grad_student.dtype)  # [c, V]
                 if ids is None:
-                    grad_student[start:end] = g_s
+                    grad_student[start:end, :vocab] = g_s
                 else:
-                    grad_student.index_add_(0, ids, g_s.to(grad_student.dtype))
+                    grad_student[:, :vocab].index_add_(0, ids, g_s)
             if need_teacher:
-                grad_teacher[start:end] = grads.pop(0)
+                g_t.mul_(coef)  # [c, V]
+                if head_weight is None:
+                    grad_teacher[start:end, :vocab] = g_t
+                else:  # back through the frozen head: [c, V] @ [V, H] -> [c, H]
+                    grad_teacher[start:end] = (g_t @ head_weight[:vocab].float()).to(grad_teacher.dtype)
         ctx.save_for_backward(grad_student, grad_teacher)
         ctx.mark_non_differentiable(per_token)
         return total, per_token
@@ -330,6 +391,18 @@ class _DistillSum(torch.autograd.Function):
     def backward(ctx: Any, grad_total: torch.Tensor, _grad_per_token: torch.Tensor | None) -> tuple[Any, ...]:
         grad_student, grad_teacher = ctx.saved_tensors
         return (_scaled(grad_student, grad_total), _scaled(grad_teacher, grad_total)) + (None,) * 9
+
+
+def _bias(bias: torch.Tensor | None, vocab: int) -> torch.Tensor | None:
+    return None if bias is None else bias[:vocab]
+
+
+def _auto_chunk(chunk_size: int | None, vocab: int) -> int:
+    """Rows per chunk: about 8M float32 elements (32 MB) per [c, V] intermediate unless told otherwise."""
+    return _check_chunk_size(chunk_size) if chunk_size is not None else max(1, _CHUNK_ELEMENTS // max(vocab, 1))
+
+
+_CHUNK_ELEMENTS = 1 << 23  # 8M float32 elements: 32 MB per intermediate, ~55 rows at V = 151936
 
 
 def distill_sum(
@@ -343,7 +416,7 @@ def distill_sum(
     temperature: float = 1.0,
     top_k: int | None = None,
     vocab: int | None = None,
-    chunk_size: int = 1024,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """sum_n weights[n] * tau^2 * D_n, computed chunk by chunk. Returns (total, per_token).
 
@@ -354,11 +427,11 @@ def distill_sum(
     """
     opts = _resolve_options(divergence, beta, temperature, top_k)
     _check_matrix("student_logits", student_logits)
-    chunk_size = _check_chunk_size(chunk_size)
     n = _check_rows(rows, student_logits.shape[0])
     teacher_side, head, teacher_width = _teacher_parts(teacher, n)
     _check_weights(weights, n)
     v = _resolve_vocab(student_logits.shape[1], teacher_width, vocab, opts.top_k)
+    chunk_size = _auto_chunk(chunk_size, v)
     grad_on = torch.is_grad_enabled()
     return _DistillSum.apply(
         student_logits,
@@ -423,7 +496,7 @@ class _CrossEntropySum(torch.autograd.Function):
 
 
 def cross_entropy_sum(
-    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *, chunk_size: int = 1024
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *, chunk_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """sum over non-ignored rows of weights * CE, chunked; replaces the full ``logits.float()`` copy of a plain CE.
 
@@ -431,8 +504,8 @@ def cross_entropy_sum(
     Returns ``total`` (0-dim float32, with graph) and ``per_token`` [M] float32 detached CE, 0 where ignored.
     """
     _check_matrix("logits", logits)
-    chunk_size = _check_chunk_size(chunk_size)
     m, v = logits.shape
+    chunk_size = _auto_chunk(chunk_size, v)
     if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (m,) or labels.dtype not in _INDEX_DTYPES:
         got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise ValueError(f"labels must be a 1-D int64/int32 tensor of shape ({m},), got {got}")
