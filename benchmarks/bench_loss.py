@@ -94,9 +94,10 @@ def main() -> None:
         return
 
     print(f"distillation loss, forward + backward: V={args.vocab}, H={args.hidden}, inputs {args.dtype}, CPU")
-    one = tokens_one = args.tokens[0]
-    print(f"(one [T, V] float32 tensor = {tokens_one * args.vocab * 4 / 2**20:.0f} MB at T={one})")
-    header = f"{'T':>6} | {'naive MB':>9} {'chunked MB':>10} {'ratio':>6} | {'naive s':>8} {'chunked s':>9} {'ratio':>6}"
+    one = args.tokens[0]
+    print(f"(one [T, V] float32 tensor = {one * args.vocab * 4 / 2**20:.0f} MB at T={one})")
+    header = f"{'T':>6} | {'naive MB':>9} {'chunked MB':>10} {'ratio':>6} | "
+    header += f"{'naive s':>8} {'chunked s':>9} {'ratio':>6}"
     print(header)
     print("-" * len(header))
     for tokens in args.tokens:
