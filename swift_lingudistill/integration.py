@@ -359,13 +359,17 @@ def resolve_teacher(model: str, model_type: str | None, args: Any) -> tuple[str,
     meta = get_matched_model_meta(model)
     if meta is not None and meta.model_type:
         return model_dir, meta.model_type
-    architectures = getattr(AutoConfig.from_pretrained(model_dir, trust_remote_code=True), "architectures", None)
+    hf_config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+    architectures = getattr(hf_config, "architectures", None)
     candidates = get_matched_model_types(architectures)
     if not candidates:
         raise PluginUsageError(
             f"ms-swift has no model_type for the teacher {model!r} (architectures {architectures}). "
             "Fix: set teacher.model_type to the swift model_type of that LM."
         )
+    # swift lists e.g. LlamaForCausalLM's types with 'codefuse_codellama' first: the checkpoint's own type wins.
+    if getattr(hf_config, "model_type", None) in candidates:
+        candidates = [hf_config.model_type] + [c for c in candidates if c != hf_config.model_type]
     if len(candidates) > 1:
         logger.info(
             "LinguDistill: teacher model_type inferred as %s (candidates %s share its architecture); "

@@ -224,12 +224,12 @@ def make_qwen_vl(
     return model
 
 
-def make_qwen_vl_processor(family: str = "qwen2_5_vl", tokenizer=None):
+def make_qwen_vl_processor(family: str = "qwen2_5_vl", tokenizer=None, max_pixels: int = 112 * 112):
     """The VLM's processor; small images keep tiny models fast (56x56 pixels = 4 merged image tokens)."""
     from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     _, _, processor_cls = _vl_classes(family)
-    pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, temporal_patch_size=2, merge_size=2)
+    pixels = dict(min_pixels=56 * 56, max_pixels=max_pixels, patch_size=14, temporal_patch_size=2, merge_size=2)
     return processor_cls(
         image_processor=Qwen2VLImageProcessor(**pixels),
         tokenizer=tokenizer or qwen_tokenizer(),
@@ -246,6 +246,7 @@ def build_qwen_vl(
     perturb: float = 0.0,
     seed: int = 0,
     tokenizer=None,
+    max_pixels: int = 112 * 112,
 ) -> Path:
     """Save a tiny random Qwen2-VL / Qwen2.5-VL with its processor as a local checkpoint (see ``make_qwen_vl``)."""
     from transformers import AutoModelForCausalLM
@@ -253,6 +254,6 @@ def build_qwen_vl(
     out_dir = Path(out_dir)
     lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32) if lm_dir is not None else None
     make_qwen_vl(family, size, seed, lm=lm, perturb=perturb).save_pretrained(out_dir)
-    make_qwen_vl_processor(family, tokenizer).save_pretrained(out_dir)
+    make_qwen_vl_processor(family, tokenizer, max_pixels).save_pretrained(out_dir)
     _save_generation_config(out_dir)
     return out_dir

@@ -1,0 +1,89 @@
+"""LLaVA-1.5 end to end through the real `swift sft` command (subprocesses), on a tiny student and teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cases_llava import NAME, teacher_with_swapped_ids
+from swift_runs import run_sft
+
+from swift_lingudistill.tiny.llava import TEXT_VOCAB, build_llava_assets
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SELECTIVE = REPO / "plugin_configs" / "selective.yaml"
+SELF_TEACHER = REPO / "plugin_configs" / "self_teacher.yaml"
+MODEL_LOADED = "model_info:"  # swift logs this right after the student's weights load
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    """Vicuna-like teacher (384 ids), the LLaVA student built from it and perturbed (385 ids), 8 rows."""
+    return build_llava_assets(tmp_path_factory.mktemp("llava"))
+
+
+def test_self_teacher_has_zero_kd_loss_at_step_one(assets, tmp_path):
+    """Invariant 1 through swift, full fine-tuning: before the first update the frozen copy is the student."""
+    run = run_sft(
+        assets["student"],
+        assets["dataset"],
+        tmp_path,
+        "--tuner_type", "full",
+        "--loss_type", "lingudistill",
+        config=SELF_TEACHER,
+        model_type=NAME,
+        steps=1,
+        batch_size=4,
+    ).check_ok()  # fmt: skip
+    (first,) = run.step_records()
+    assert first["distill_frac"] > 0
+    assert abs(first["kd_loss"]) <= 1e-6  # KL is >= 0; float32 rounding may give -5e-8
+
+
+def test_selective_with_vicuna_teacher_trains_with_lora(assets, tmp_path):
+    """A separate teacher one vocabulary row short of the student: tokenizers compared, 384 ids distilled."""
+    run = run_sft(
+        assets["student"],
+        assets["dataset"],
+        tmp_path,
+        "--tuner_type", "lora",
+        "--loss_type", "lingudistill",
+        config=SELECTIVE,
+        env={"LINGUDISTILL_TEACHER": str(assets["teacher"])},
+        model_type=NAME,
+        steps=2,
+    ).check_ok()  # fmt: skip
+    assert f"shared vocabulary: {TEXT_VOCAB})" in run.output
+    records = run.step_records()
+    assert len(records) == 2 and all(r["ce_loss"] > 0 for r in records)
+    distilled = [r for r in records if r["distill_frac"] > 0]
+    assert distilled and all(r["kd_loss"] > 0 for r in distilled)
+
+
+def test_teacher_tokenizer_disagreeing_on_shared_ids_fails_before_any_model_loads(assets, tmp_path):
+    bad = teacher_with_swapped_ids(assets["teacher"], tmp_path / "swapped_vicuna", 100, 101)
+    run = run_sft(
+        assets["student"],
+        assets["dataset"],
+        tmp_path / "out",
+        "--tuner_type", "lora",
+        "--loss_type", "lingudistill",
+        config=SELECTIVE,
+        env={"LINGUDISTILL_TEACHER": str(bad)},
+        model_type=NAME,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "VocabularyError" in run.output
+    assert f"disagree on 2 of {TEXT_VOCAB} shared token ids (id 100: student" in run.output
+    assert MODEL_LOADED not in run.output
+
+
+def test_vicuna_teacher_model_type_is_inferred_as_llama(assets):
+    from types import SimpleNamespace
+
+    from swift_lingudistill.integration import resolve_teacher
+
+    _, model_type = resolve_teacher(str(assets["teacher"]), None, SimpleNamespace(use_hf=True))
+    assert model_type == "llama"
