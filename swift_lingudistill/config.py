@@ -131,6 +131,11 @@ class TeacherConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="teacher weights' dtype; auto uses the student's dtype"
     )
+    offload: bool = Field(
+        default=False,
+        description="keep the teacher's weights in CPU memory and bring them to the accelerator only for its "
+        "forward (less accelerator memory, more transfer time); under DeepSpeed ZeRO-3, parameter offload",
+    )
 
     @property
     def is_self(self) -> bool:

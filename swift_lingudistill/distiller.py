@@ -7,7 +7,7 @@ Nothing here imports ms-swift; ``integration`` and ``trainer`` feed it swift's b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ from .kv_share import ROUTER, KVRouter, build_plan, shared_positions
 from .losses import IGNORE_INDEX, TeacherHead, cross_entropy_sum, distill_sum
 from .teacher import TeacherRunner
 
-__all__ = ["BatchContext", "Distiller", "StepStats", "kept_positions"]
+__all__ = ["BatchContext", "Distiller", "StepStats", "TeacherOutOfMemoryError", "kept_positions"]
 
 
 @dataclass
@@ -49,7 +49,7 @@ class StepStats:
     kd: torch.Tensor  # [n_distilled_tokens] float32: tau^2 * D
     distilled: torch.Tensor  # [S] float32: 1.0 for samples with w > 0
     teacher_ran: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    kd_skipped: bool = False  # the teacher gave non-finite values: this batch got CE only
 
 
 def kept_positions(logits_to_keep: Any, seq_len: int, device: torch.device) -> torch.Tensor:
@@ -138,28 +138,33 @@ class Distiller:
         total = ce_total
         kd_tokens = logits.new_zeros(0, dtype=torch.float32)
         teacher_ran = False
+        kd_skipped = False
         if distilled.any():
             logit_mask = torch.zeros_like(ctx.valid)
             logit_mask[:, positions] = distilled
-            hidden = self.teacher_hidden(ctx, logit_mask)  # [N, H], same order as distilled.nonzero()
+            hidden = self._guarded_teacher_hidden(ctx, logit_mask)  # [N, H], same order as distilled.nonzero()
             kd_weight = cfg.lambda_ * weight[distilled].float()
             if cfg.mode == "replace":
                 kd_weight = kd_weight * cfg.alpha
-            head = self.teacher.head
-            kd_total, kd_tokens = distill_sum(
-                flat_logits,
-                TeacherHead(hidden, head.weight, getattr(head, "bias", None)),
-                kd_weight,
-                rows=distilled.reshape(-1).nonzero().flatten(),
-                divergence=cfg.divergence,
-                beta=cfg.beta,
-                temperature=cfg.temperature,
-                top_k=cfg.top_k,
-                vocab=self.shared_vocab,
-                chunk_size=self.chunk_size,
-            )
-            total = total + kd_total
+            with self.teacher.head_weights() as (head_weight, head_bias):
+                kd_total, kd_tokens = distill_sum(
+                    flat_logits,
+                    TeacherHead(hidden, head_weight, head_bias),
+                    kd_weight,
+                    rows=distilled.reshape(-1).nonzero().flatten(),
+                    divergence=cfg.divergence,
+                    beta=cfg.beta,
+                    temperature=cfg.temperature,
+                    top_k=cfg.top_k,
+                    vocab=self.shared_vocab,
+                    chunk_size=self.chunk_size,
+                )
             teacher_ran = True
+            if torch.isfinite(kd_total):
+                total = total + kd_total
+            else:
+                # A NaN/inf teacher must not corrupt the update: this batch trains on CE alone, and says so.
+                kd_skipped, kd_tokens = True, kd_tokens.new_zeros(0)
         if num_items_in_batch is None:
             num_items_in_batch = supervised.sum()
         if isinstance(num_items_in_batch, torch.Tensor):
@@ -170,5 +175,32 @@ class Distiller:
             kd=kd_tokens,
             distilled=(ctx.sample_weight > 0).float(),
             teacher_ran=teacher_ran,
+            kd_skipped=kd_skipped,
         )
         return loss, stats
+
+    def _guarded_teacher_hidden(self, ctx: BatchContext, logit_mask: torch.Tensor) -> torch.Tensor:
+        """The teacher's forward, with out-of-memory turned into an error that says what to change."""
+        try:
+            return self.teacher_hidden(ctx, logit_mask)
+        except RuntimeError as e:
+            if not _is_out_of_memory(e):
+                raise
+            rows = int(logit_mask.any(dim=1).sum())
+            raise TeacherOutOfMemoryError(
+                f"The LinguDistill teacher ({self.teacher.description}) ran out of memory on a batch of {rows} "
+                f"distilled rows x {ctx.input_ids.shape[1]} tokens: {str(e).splitlines()[0]}. Fix: set "
+                "teacher.dtype: bfloat16, teacher.offload: true, a smaller --per_device_train_batch_size or "
+                "--max_length, or shard the teacher with --deepspeed zero3."
+            ) from e
+
+
+class TeacherOutOfMemoryError(RuntimeError):
+    """The teacher's forward did not fit; raised with the settings that would make it fit."""
+
+
+def _is_out_of_memory(error: RuntimeError) -> bool:
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    message = str(error).lower()
+    return "out of memory" in message or "can't allocate memory" in message

@@ -108,6 +108,7 @@ class TeacherRunner:
         self.vocab_rows = vocab_rows
         self._adapters_off = adapters_off  # a PeftModel whose adapters are disabled while the teacher runs
         self.description = description
+        self.offload_device: torch.device | None = None  # set: weights live on CPU, visit this device to run
 
     def attention_modules(self, family: FamilyAdapter) -> list[nn.Module]:
         return family.attention_modules(self.decoder)
@@ -118,6 +119,8 @@ class TeacherRunner:
         with ExitStack() as stack:
             if self._adapters_off is not None:
                 stack.enter_context(self._adapters_off.disable_adapter())
+            if self.offload_device is not None:
+                stack.enter_context(_visiting(self.modules(), self.offload_device))
             modes = [(m, m.training) for m in (self.decoder, self.head)]
             for module, _ in modes:
                 module.eval()
@@ -127,11 +130,54 @@ class TeacherRunner:
                 for module, training in modes:
                     module.train(training)
 
+    def modules(self) -> list[nn.Module]:
+        return [self.decoder, self.head]
+
+    def offload(self, device: torch.device) -> None:
+        """Keep the weights in CPU memory; each forward (and the head in the loss) brings them to ``device``."""
+        self.offload_device = torch.device(device)
+        _move(self.modules(), torch.device("cpu"))
+
+    @contextmanager
+    def head_weights(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(weight, bias) of the output layer, whole even when DeepSpeed ZeRO-3 shards it, on the compute device."""
+        params = [p for p in (self.head.weight, getattr(self.head, "bias", None)) if p is not None]
+        with ExitStack() as stack:
+            if any(hasattr(p, "ds_id") for p in params):
+                import deepspeed
+
+                stack.enter_context(deepspeed.zero.GatheredParameters(params, modifier_rank=None))
+            if self.offload_device is not None:
+                stack.enter_context(_visiting([self.head], self.offload_device))
+            yield self.head.weight, getattr(self.head, "bias", None)
+
     def hidden_states(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """[B', Lq] ids and rotary positions -> [B', Lq, H] final hidden states (after the final norm)."""
         ids = input_ids.clamp(max=self.vocab_rows - 1)  # vision ids the teacher lacks: never read (K/V shared)
         out = self.decoder(input_ids=ids, position_ids=position_ids, use_cache=False)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def _move(modules: list[nn.Module], device: torch.device) -> None:
+    """Move parameters and buffers in place (ZeRO-3 keeps a shard in ``ds_tensor``: that is what moves)."""
+    for module in modules:
+        for param in module.parameters():
+            if hasattr(param, "ds_tensor"):
+                param.ds_tensor.data = param.ds_tensor.data.to(device, non_blocking=True)
+            else:
+                param.data = param.data.to(device, non_blocking=True)
+        for buffer in module.buffers():
+            buffer.data = buffer.data.to(device, non_blocking=True)
+
+
+@contextmanager
+def _visiting(modules: list[nn.Module], device: torch.device) -> Iterator[None]:
+    """Bring offloaded weights to ``device`` for the block, then back to CPU."""
+    _move(modules, device)
+    try:
+        yield
+    finally:
+        _move(modules, torch.device("cpu"))
 
 
 def _freeze(module: nn.Module) -> nn.Module:

@@ -48,6 +48,7 @@ class LinguDistillTrainer(Seq2SeqTrainer):
     def _batch_context(self, inputs: dict[str, Any]) -> BatchContext:
         """Read tags and positions from the batch; give swift back the user's own channels."""
         distiller = self.lingudistill
+        distiller.family.check_batch(inputs, self.model)
         full_labels = inputs.pop(_FULL_LABELS, None)
         channels = inputs.pop("channel", None)
         input_ids = inputs["input_ids"]

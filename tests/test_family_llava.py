@@ -211,7 +211,7 @@ def test_real_student_resolves_to_llama2_7b_shape():
     assert family_for(NAME).vision_token_ids(config) == (32000,) and config.text_config.vocab_size == 32064
     assert llava_7b_lineage() == dict(
         layers=32, hidden_size=4096, attention_heads=32, kv_heads=32, head_size=128,
-        rotary_base=10000.0, norm_eps=1e-5, sliding_window=None,
+        rotary_base=10000.0, rotary_scaling=None, norm_eps=1e-5, sliding_window=None,
     )  # fmt: skip
 
 

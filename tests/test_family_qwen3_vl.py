@@ -199,7 +199,7 @@ def _student(tmp_path):
 def test_student_lineage_reads_the_text_config(tmp_path):
     assert _student(tmp_path) == dict(
         layers=36, hidden_size=4096, attention_heads=32, kv_heads=8, head_size=128,
-        rotary_base=5000000.0, norm_eps=1e-06, sliding_window=None,
+        rotary_base=5000000.0, rotary_scaling=None, norm_eps=1e-06, sliding_window=None,
     )  # fmt: skip
 
 

@@ -36,9 +36,19 @@ def lineage_of(text_config: Any) -> LineageSpec:
         kv_heads=getattr(text_config, "num_key_value_heads", None) or heads,
         head_size=head_dim,
         rotary_base=_rope_theta(text_config),
+        rotary_scaling=_rope_scaling(text_config),
         norm_eps=eps,
         sliding_window=_sliding_window(text_config),
     )
+
+
+def _rope_scaling(config: Any) -> str | None:
+    """The RoPE scaling kind and factor (llama3, yarn, ...): a different one rotates keys differently."""
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    kind = params.get("rope_type", params.get("type", "default")) if isinstance(params, dict) else "default"
+    if kind in (None, "default", "mrope"):  # M-RoPE's sections are the student's, not a frequency change
+        return None
+    return f"{kind} x{params.get('factor')}"
 
 
 def _sliding_window(config: Any) -> str | None:
@@ -93,6 +103,9 @@ class FamilyAdapter:
         for token_id in self.vision_token_ids(config):
             mask |= input_ids == token_id
         return mask
+
+    def check_batch(self, batch: dict[str, Any], model: nn.Module) -> None:
+        """Stop on a batch the student would silently misread (e.g. image tokens not matching its features)."""
 
     def rotary_positions(self, batch: dict[str, Any], model: nn.Module) -> torch.Tensor:
         """[B, L] long: the rotary position the student gave each token; the teacher must use the same."""
