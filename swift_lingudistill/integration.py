@@ -313,6 +313,7 @@ def _check_teacher(state: RunState) -> None:
             "use `model: self`."
         )
     check_lineage(state.family.lineage(student_config), teacher_lineage(teacher_config), teacher.model)
+    state.family.check_teacher_config(teacher_config)
     student_rows = int(state.family.text_config(student_config).vocab_size)
     teacher_rows = int(teacher_config.vocab_size)
     if _same_tokenizer_files(_student_dir(state.args), teacher_dir):

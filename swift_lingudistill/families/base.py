@@ -14,10 +14,20 @@ class LineageSpec(dict):
     """The architecture numbers a teacher must share with the student's language model (name -> value)."""
 
 
-def _rope_theta(config: Any) -> float | None:
+def _rope_theta(config: Any) -> float | str | None:
     params = getattr(config, "rope_parameters", None)
     if isinstance(params, dict) and params.get("rope_theta") is not None:
         return float(params["rope_theta"])
+    if isinstance(params, dict) and params and all(isinstance(p, dict) for p in params.values()):
+        # One rotary embedding per layer type (Gemma 3: a local base for sliding layers, a global one for full).
+        parts = []
+        for name, p in sorted(params.items()):
+            if p.get("rope_theta") is None:
+                return None
+            kind = p.get("rope_type", "default")
+            scaling = "" if kind == "default" else f" {kind} x{float(p.get('factor', 1.0)):g}"
+            parts.append(f"{name}={float(p['rope_theta']):g}{scaling}")
+        return ", ".join(parts)
     theta = getattr(config, "rope_theta", None)
     return None if theta is None else float(theta)
 
@@ -78,6 +88,9 @@ class FamilyAdapter:
 
     def lineage(self, config: Any) -> LineageSpec:
         return lineage_of(self.text_config(config))
+
+    def check_teacher_config(self, config: Any) -> None:
+        """Refuse a separate teacher's config this family cannot reproduce, before its weights load."""
 
     def vision_token_ids(self, config: Any) -> tuple[int, ...]:
         """Token ids the vision tower's features replace; their K/V are always shared."""
