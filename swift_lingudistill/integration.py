@@ -237,6 +237,7 @@ def activate(args: Any) -> RunState | None:
     config = load_config(path)
     family = family_for(getattr(args, "model_type", None))
     _check_swift_flags(args, config)
+    _init_deepspeed_comm_on_cpu(args)
     state = RunState(
         config=config, config_path=str(Path(path).resolve()), args=args, family=family, tagger=Tagger(config.tagging)
     )
@@ -268,10 +269,40 @@ def _check_swift_flags(args: Any, config: LinguDistillConfig) -> None:
             "--gradient_checkpointing_kwargs '{\"use_reentrant\": false}' (or --gradient_checkpointing false), "
             "or keep detach: true"
         )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not getattr(args, "use_cpu", False) and not _has_accelerator():
+        problems.append(
+            "several CPU processes without --use_cpu true: transformers then does not treat the run as distributed, "
+            "so the ranks train separate replicas (plain DDP) or DeepSpeed fails its batch-size check. Fix: add "
+            "--use_cpu true"
+        )
     if problems:
         raise PluginUsageError(
             "LinguDistill cannot run with these swift arguments:\n" + "\n".join(f"  - {p}" for p in problems)
         )
+
+
+def _init_deepspeed_comm_on_cpu(args: Any) -> None:
+    """DeepSpeed on CPU ranks: start its communication before the student loads.
+
+    With --use_cpu, transformers (5.19) skips its DeepSpeed branch, so deepspeed.comm is not started when
+    ZeRO-3 partitions the student at load time; DeepSpeed then assumes one rank and fails its batch-size check.
+    """
+    if not getattr(args, "deepspeed", None) or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    import deepspeed
+
+    if not deepspeed.comm.is_initialized():
+        deepspeed.init_distributed(dist_backend="gloo")
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 def _use_reentrant(args: Any) -> bool:

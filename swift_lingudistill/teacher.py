@@ -21,11 +21,13 @@ from .families import FamilyAdapter, LineageSpec, lineage_of
 
 __all__ = [
     "LineageError",
+    "TeacherModule",
     "TeacherRunner",
     "VocabularyError",
     "check_lineage",
     "frozen_copy_teacher",
     "lora_self_teacher",
+    "reloaded_self_teacher",
     "separate_teacher",
     "shared_vocabulary",
 ]
@@ -109,6 +111,7 @@ class TeacherRunner:
         self._adapters_off = adapters_off  # a PeftModel whose adapters are disabled while the teacher runs
         self.description = description
         self.offload_device: torch.device | None = None  # set: weights live on CPU, visit this device to run
+        self.placement: str | None = None  # how the run placed it, for the log
 
     def attention_modules(self, family: FamilyAdapter) -> list[nn.Module]:
         return family.attention_modules(self.decoder)
@@ -158,6 +161,27 @@ class TeacherRunner:
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
+def _rows(weight: torch.Tensor) -> int:
+    """Output rows of a head, also when DeepSpeed ZeRO-3 has sharded it (its local shape is then empty)."""
+    return int(weight.ds_shape[0]) if hasattr(weight, "ds_shape") else int(weight.shape[0])
+
+
+class TeacherModule(nn.Module):
+    """Decoder and head in one module, so DeepSpeed can place a teacher that is not a whole checkpoint."""
+
+    def __init__(self, decoder: nn.Module, head: nn.Module, config: Any) -> None:
+        super().__init__()
+        self.decoder, self.head, self.config = decoder, head, config
+
+
+def reloaded_self_teacher(model: nn.Module, family: FamilyAdapter) -> TeacherRunner:
+    """``self`` with full fine-tuning from a second load of the student's checkpoint (ZeRO-3 shards cannot be
+    deep-copied): its language model and head, frozen; the rest of the reload is dropped."""
+    decoder = _freeze(family.language_model(model))
+    head = _freeze(family.lm_head(model))
+    return TeacherRunner(decoder, head, vocab_rows=_rows(head.weight), description="self (frozen reload)")
+
+
 def _move(modules: list[nn.Module], device: torch.device) -> None:
     """Move parameters and buffers in place (ZeRO-3 keeps a shard in ``ds_tensor``: that is what moves)."""
     for module in modules:
@@ -190,7 +214,7 @@ def separate_teacher(model: nn.Module, description: str) -> TeacherRunner:
     _freeze(model)
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     head = model.get_output_embeddings()
-    return TeacherRunner(decoder, head, vocab_rows=head.weight.shape[0], description=description)
+    return TeacherRunner(decoder, head, vocab_rows=_rows(head.weight), description=description)
 
 
 def lora_self_teacher(peft_model: nn.Module, family: FamilyAdapter) -> TeacherRunner:
@@ -200,7 +224,7 @@ def lora_self_teacher(peft_model: nn.Module, family: FamilyAdapter) -> TeacherRu
     return TeacherRunner(
         decoder,
         head,
-        vocab_rows=head.weight.shape[0],
+        vocab_rows=_rows(head.weight),
         adapters_off=peft_model,
         description="self (base model, LoRA adapters disabled)",
     )
@@ -211,7 +235,7 @@ def frozen_copy_teacher(model: nn.Module, family: FamilyAdapter) -> TeacherRunne
     decoder = _freeze(copy.deepcopy(family.language_model(model)))
     head = _freeze(copy.deepcopy(family.lm_head(model)))
     decoder.gradient_checkpointing = False
-    return TeacherRunner(decoder, head, vocab_rows=head.weight.shape[0], description="self (frozen copy)")
+    return TeacherRunner(decoder, head, vocab_rows=_rows(head.weight), description="self (frozen copy)")
 
 
 def teacher_lineage(config: Any) -> LineageSpec:

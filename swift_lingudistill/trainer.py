@@ -37,7 +37,7 @@ class LinguDistillTrainer(Seq2SeqTrainer):
                 "LinguDistillTrainer was created without an accepted LinguDistill config; run it through "
                 "`swift sft --external_plugins $(python -m swift_lingudistill plugin-path) --loss_type lingudistill`"
             )
-        self.lingudistill: Distiller = build_distiller(state, self.model)
+        self.lingudistill: Distiller = build_distiller(state, self.model, self)
         self._lingudistill_batch: BatchContext | None = None
 
     # --- batch ---------------------------------------------------------------------------------------
