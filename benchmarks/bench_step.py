@@ -8,9 +8,10 @@ case distils every row (`uniform.yaml`). Full fine-tuning, batch 4, float32, CPU
 
 Seconds per step come from swift's own `train_speed(s/it)` (elapsed / steps) at two step counts, so the
 start-up and the first steps cancel out; peak memory is the peak RSS of the training process. Runs are
-interleaved (plain, mix, worst, plain, mix, worst, ...) because the machine is shared and noisy.
+interleaved (plain, mix, worst, plain, ...) because the machine is shared and noisy; CPU seconds per step
+(user + system, all threads) are reported too: they vary less with what else runs.
 
-    python benchmarks/bench_step.py                 # 2 rounds x 3 configurations
+    python benchmarks/bench_step.py                 # 3 rounds x 3 configurations
     python benchmarks/bench_step.py --rounds 1 --steps 6 14
 """
 
@@ -83,17 +84,20 @@ def run(assets: dict, out: Path, steps: int, config: str | None) -> dict:
         env["LINGUDISTILL_TEACHER"] = str(assets["teacher"])
     # A wrapper process so RUSAGE_CHILDREN's peak RSS is this run's alone.
     wrapper = "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]).returncode; "
-    wrapper += "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r)"
+    wrapper += "u = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    wrapper += "print('PEAK_KB', u.ru_maxrss, 'CPU_S', u.ru_utime + u.ru_stime); sys.exit(r)"
     proc = subprocess.run([sys.executable, "-c", wrapper, *cmd], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"swift sft failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-    peak_kb = int(proc.stdout.split("PEAK_KB")[-1].split()[0])
+    tail = proc.stdout.split("PEAK_KB")[-1].split()
+    peak_kb, cpu_s = int(tail[0]), float(tail[2])
     log = next(out.glob("v*-*/logging.jsonl"))
     records = [json.loads(line) for line in log.read_text().splitlines() if "train_speed(s/it)" in line]
     steps_done = [r for r in records if "loss" in r]
     last = steps_done[-1]
     elapsed = last["train_speed(s/it)"] * int(last["global_step/max_steps"].split("/")[0])
-    return {"elapsed": elapsed, "peak_mb": peak_kb / 1024, "distill_frac": _mean(steps_done, "distill_frac")}
+    frac = _mean(steps_done, "distill_frac")
+    return {"elapsed": elapsed, "cpu": cpu_s, "peak_mb": peak_kb / 1024, "distill_frac": frac}
 
 
 def _mean(records: list[dict], key: str) -> float | None:
@@ -103,7 +107,7 @@ def _mean(records: list[dict], key: str) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, nargs=2, default=[4, 16], help="two step counts; their difference times")
     parser.add_argument("--rows", type=int, default=64)
     args = parser.parse_args()
@@ -115,23 +119,33 @@ def main() -> None:
         for round_ in range(args.rounds):
             for name, config in configs.items():
                 short, long_ = (run(assets, root / f"r{round_}-{n}-{config}", n, config) for n in args.steps)
-                per_step = (long_["elapsed"] - short["elapsed"]) / (args.steps[1] - args.steps[0])
+                steps = args.steps[1] - args.steps[0]
+                per_step = (long_["elapsed"] - short["elapsed"]) / steps
+                cpu_per_step = (long_["cpu"] - short["cpu"]) / steps
                 results[name].append(
-                    {"s_per_step": per_step, "peak_mb": long_["peak_mb"], "frac": long_["distill_frac"]}
+                    {"s_per_step": per_step, "cpu_per_step": cpu_per_step, "peak_mb": long_["peak_mb"],
+                     "frac": long_["distill_frac"]}
+                )  # fmt: skip
+                print(
+                    f"round {round_ + 1} {name:<20} {per_step:6.3f} s/step {cpu_per_step:6.3f} CPU s/step "
+                    f"peak {long_['peak_mb']:7.0f} MB"
                 )
-                print(f"round {round_ + 1} {name:<20} {per_step:6.3f} s/step  peak {long_['peak_mb']:7.0f} MB")
     base_t = sum(r["s_per_step"] for r in results["plain swift sft"]) / args.rounds
+    base_c = sum(r["cpu_per_step"] for r in results["plain swift sft"]) / args.rounds
     base_m = max(r["peak_mb"] for r in results["plain swift sft"])
     print()
-    print(f"{'configuration':<22} | {'s/step':>7} {'x plain':>7} | {'peak MB':>8} {'x plain':>7} | distill_frac")
-    print("-" * 72)
+    header = f"{'configuration':<22} | {'s/step':>7} {'x plain':>7} | {'CPU s/step':>10} {'x plain':>7} | "
+    header += f"{'peak MB':>8} {'x plain':>7} | distill_frac"
+    print(header)
+    print("-" * len(header))
     for name, rows in results.items():
         t = sum(r["s_per_step"] for r in rows) / len(rows)
+        c = sum(r["cpu_per_step"] for r in rows) / len(rows)
         m = max(r["peak_mb"] for r in rows)
         frac = rows[-1]["frac"]
         print(
-            f"{name:<22} | {t:>7.3f} {t / base_t:>7.2f} | {m:>8.0f} {m / base_m:>7.2f} | "
-            f"{'-' if frac is None else f'{frac:.2f}'}"
+            f"{name:<22} | {t:>7.3f} {t / base_t:>7.2f} | {c:>10.3f} {c / base_c:>7.2f} | "
+            f"{m:>8.0f} {m / base_m:>7.2f} | {'-' if frac is None else f'{frac:.2f}'}"
         )
 
 

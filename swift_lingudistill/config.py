@@ -24,6 +24,7 @@ __all__ = [
     "KVShareConfig",
     "LinguDistillConfig",
     "LossConfig",
+    "MonitorConfig",
     "TaggingConfig",
     "TeacherConfig",
     "config_from_dict",
@@ -281,6 +282,19 @@ class TaggingConfig(_Section):
         return merged
 
 
+class MonitorConfig(_Section):
+    """The language-retention monitor (``--callbacks lingudistill_monitor``): measured at each evaluation."""
+
+    dataset: str | None = Field(
+        default=None,
+        description="held-out text-only JSONL (swift's messages format) on which the student's perplexity and "
+        "the teacher-student KL are measured; required by --callbacks lingudistill_monitor",
+    )
+    max_samples: int = Field(default=64, ge=1, le=100_000, description="rows of that set to use (the first ones)")
+    batch_size: int = Field(default=8, ge=1, le=1024, description="rows per forward while measuring")
+    plot: bool = Field(default=True, description="write lingudistill_language.png (lang_ppl, lang_kl) at the end")
+
+
 class LinguDistillConfig(_Section):
     """The whole plugin configuration (one YAML file)."""
 
@@ -288,6 +302,7 @@ class LinguDistillConfig(_Section):
     kv_share: KVShareConfig = Field(default_factory=KVShareConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     tagging: TaggingConfig = Field(default_factory=TaggingConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
 
 
 class ConfigError(ValueError):

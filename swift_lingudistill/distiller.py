@@ -16,7 +16,7 @@ from torch import nn
 from .config import LinguDistillConfig
 from .families import FamilyAdapter
 from .kv_share import ROUTER, KVRouter, build_plan, shared_positions
-from .losses import IGNORE_INDEX, TeacherHead, cross_entropy_sum, distill_sum
+from .losses import IGNORE_INDEX, TeacherHead, cross_entropy_sum, fused_loss
 from .teacher import TeacherRunner
 
 __all__ = ["BatchContext", "Distiller", "StepStats", "TeacherOutOfMemoryError", "kept_positions"]
@@ -87,6 +87,7 @@ class Distiller:
         self.compact = compact
         self.chunk_size = chunk_size
         self.teacher_forwards = 0  # counted for the "no distilled sample, no teacher forward" invariant
+        self._head_finite: bool | None = None
         router.bind(student_attention, teacher.attention_modules(family))
 
     def will_distill(self, ctx: BatchContext) -> bool:
@@ -132,26 +133,29 @@ class Distiller:
         if loss_scale is not None:
             ce_weight = ce_weight * loss_scale.reshape(n_rows, n_kept).float()
         flat_logits = logits.reshape(-1, vocab)  # [B*K, V] (a view)
-        ce_total, ce_tokens = cross_entropy_sum(
-            flat_logits, targets.reshape(-1), ce_weight.reshape(-1), chunk_size=self.chunk_size
-        )
-        total = ce_total
+        flat_targets, flat_ce_weight = targets.reshape(-1), ce_weight.reshape(-1)
         kd_tokens = logits.new_zeros(0, dtype=torch.float32)
-        teacher_ran = False
-        kd_skipped = False
+        teacher_ran = kd_skipped = False
+        hidden = None
         if distilled.any():
             logit_mask = torch.zeros_like(ctx.valid)
             logit_mask[:, positions] = distilled
             hidden = self._guarded_teacher_hidden(ctx, logit_mask)  # [N, H], same order as distilled.nonzero()
+            teacher_ran = True
+            # A NaN/inf teacher must not corrupt the update: the batch trains on CE alone, and says so.
+            kd_skipped = not bool(torch.isfinite(hidden).all()) or not self._head_is_finite()
+        if hidden is not None and not kd_skipped:
             kd_weight = cfg.lambda_ * weight[distilled].float()
             if cfg.mode == "replace":
                 kd_weight = kd_weight * cfg.alpha
             with self.teacher.head_weights() as (head_weight, head_bias):
-                kd_total, kd_tokens = distill_sum(
+                total, ce_tokens, kd_tokens = fused_loss(
                     flat_logits,
+                    flat_targets,
+                    flat_ce_weight,
                     TeacherHead(hidden, head_weight, head_bias),
                     kd_weight,
-                    rows=distilled.reshape(-1).nonzero().flatten(),
+                    distilled.reshape(-1).nonzero().flatten(),
                     divergence=cfg.divergence,
                     beta=cfg.beta,
                     temperature=cfg.temperature,
@@ -159,12 +163,13 @@ class Distiller:
                     vocab=self.shared_vocab,
                     chunk_size=self.chunk_size,
                 )
-            teacher_ran = True
-            if torch.isfinite(kd_total):
-                total = total + kd_total
-            else:
-                # A NaN/inf teacher must not corrupt the update: this batch trains on CE alone, and says so.
-                kd_skipped, kd_tokens = True, kd_tokens.new_zeros(0)
+        else:
+            total, ce_tokens = cross_entropy_sum(flat_logits, flat_targets, flat_ce_weight, chunk_size=self.chunk_size)
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                "the LinguDistill loss is not finite although the teacher's hidden states and head are: the "
+                "student's logits overflowed (check the learning rate and dtype)"
+            )
         if num_items_in_batch is None:
             num_items_in_batch = supervised.sum()
         if isinstance(num_items_in_batch, torch.Tensor):
@@ -178,6 +183,15 @@ class Distiller:
             kd_skipped=kd_skipped,
         )
         return loss, stats
+
+    def _head_is_finite(self) -> bool:
+        """The frozen teacher's output layer is checked once: it cannot change during training."""
+        if self._head_finite is None:
+            with self.teacher.head_weights() as (weight, bias):
+                self._head_finite = bool(torch.isfinite(weight).all()) and (
+                    bias is None or bool(torch.isfinite(bias).all())
+                )
+        return self._head_finite
 
     def _guarded_teacher_hidden(self, ctx: BatchContext, logit_mask: torch.Tensor) -> torch.Tensor:
         """The teacher's forward, with out-of-memory turned into an error that says what to change."""

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from .tagging import Tagger
 __all__ = [
     "CONFIG_FILENAME",
     "LOSS_TYPE",
+    "MONITOR_CALLBACK",
     "PluginUsageError",
     "RunState",
     "activate",
@@ -41,6 +42,7 @@ __all__ = [
 ]
 
 LOSS_TYPE = "lingudistill"
+MONITOR_CALLBACK = "lingudistill_monitor"
 CONFIG_FILENAME = "lingudistill_config.yaml"
 SUPPORTED_SWIFT = (Version("4.6"), Version("4.7"))
 
@@ -80,7 +82,7 @@ class RunState:
     teacher_dir: str | None = None  # None for `self`
     teacher_model_type: str | None = None
     shared_vocab: int | None = None
-    notes: list[str] = field(default_factory=list)
+    config_text: str = ""  # the resolved config as saved next to args.json and in every checkpoint
 
 
 _ACTIVE: RunState | None = None
@@ -113,6 +115,14 @@ def register() -> None:
         # swift's registries silently overwrite; a clash must be loud.
         raise RuntimeError(f"loss_type {LOSS_TYPE!r} is already registered by {existing!r}")
     loss_map[LOSS_TYPE] = LinguDistillLoss
+    from swift.callbacks import callbacks_map
+
+    from .monitor import LanguageMonitor
+
+    existing = callbacks_map.get(MONITOR_CALLBACK)
+    if existing is not None and existing is not LanguageMonitor:
+        raise RuntimeError(f"callback {MONITOR_CALLBACK!r} is already registered by {existing!r}")
+    callbacks_map[MONITOR_CALLBACK] = LanguageMonitor
     _patch_trainer_factory()
     _patch_pipeline()
     _patch_dataset_loading()
@@ -221,9 +231,10 @@ def activate(args: Any) -> RunState | None:
                 f"with --loss_type {LOSS_TYPE}. Fix: unset {CONFIG_ENV} (or drop the plugin) for this command."
             )
         return None
+    saved = _saved_config(args)
     if loss_type != LOSS_TYPE and not path:
         return None
-    if loss_type == LOSS_TYPE and not path:
+    if loss_type == LOSS_TYPE and not path and not saved:
         raise PluginUsageError(
             f"--loss_type {LOSS_TYPE} needs a plugin config, and none was given. Fix: name one with "
             f"`{CONFIG_ENV}=plugin_configs/selective.yaml swift sft ...`, an `ENV: {{{CONFIG_ENV}: ...}}` block in "
@@ -234,18 +245,50 @@ def activate(args: Any) -> RunState | None:
             f"{CONFIG_ENV}={path} is set, but --loss_type is {loss_type!r}, so the config would be ignored. "
             f"Fix: add --loss_type {LOSS_TYPE}, or unset {CONFIG_ENV} to train without LinguDistill."
         )
-    config = load_config(path)
+    config, source = _resume_or_load(saved, path)
     family = family_for(getattr(args, "model_type", None))
     _check_swift_flags(args, config)
     _init_deepspeed_comm_on_cpu(args)
-    state = RunState(
-        config=config, config_path=str(Path(path).resolve()), args=args, family=family, tagger=Tagger(config.tagging)
-    )
+    state = RunState(config=config, config_path=source, args=args, family=family, tagger=Tagger(config.tagging))
     _check_teacher(state)
     _extend_dataset_columns(config)
     _log_and_save(state)
     _ACTIVE, _TAGGING = state, (state.tagger, max(1, int(getattr(args, "dataset_num_proc", 1) or 1)))
     return state
+
+
+def _saved_config(args: Any) -> str | None:
+    """The config a checkpoint was trained with, when resuming from it."""
+    checkpoint = getattr(args, "resume_from_checkpoint", None)
+    if not checkpoint:
+        return None
+    for folder in (Path(checkpoint), Path(checkpoint).parent):
+        if (folder / CONFIG_FILENAME).is_file():
+            return str(folder / CONFIG_FILENAME)
+    return None
+
+
+def _resume_or_load(saved: str | None, path: str | None) -> tuple[LinguDistillConfig, str]:
+    """Resuming restores the checkpoint's own resolved config; a different one named now is an error."""
+    if saved is None:
+        return load_config(path), str(Path(path).resolve())
+    config = load_config(saved)
+    if path:
+        named = load_config(path)
+        theirs, ours = named.model_dump(by_alias=True), config.model_dump(by_alias=True)
+        if theirs["teacher"]["model_type"] is None:  # inferred at the first start, written into the checkpoint
+            theirs["teacher"]["model_type"] = ours["teacher"]["model_type"]
+        if Path(theirs["teacher"]["model"]).expanduser().exists():
+            theirs["teacher"]["model"] = str(Path(theirs["teacher"]["model"]).expanduser().resolve())
+        if theirs != ours:
+            changed = sorted(f"{section}.{key}" for section in ours for key in ours[section]
+                             if theirs[section][key] != ours[section][key])  # fmt: skip
+            raise PluginUsageError(
+                f"Resuming from a checkpoint trained with {saved}, but {CONFIG_ENV}={path} differs in: "
+                f"{', '.join(changed)}. The run continues with the settings it started with. Fix: unset "
+                f"{CONFIG_ENV} (the checkpoint's config is used), or start a new run to change them."
+            )
+    return config, saved
 
 
 def _check_swift_flags(args: Any, config: LinguDistillConfig) -> None:
@@ -275,10 +318,35 @@ def _check_swift_flags(args: Any, config: LinguDistillConfig) -> None:
             "so the ranks train separate replicas (plain DDP) or DeepSpeed fails its batch-size check. Fix: add "
             "--use_cpu true"
         )
+    problems += _monitor_problems(args, config)
     if problems:
         raise PluginUsageError(
             "LinguDistill cannot run with these swift arguments:\n" + "\n".join(f"  - {p}" for p in problems)
         )
+
+
+def _monitor_problems(args: Any, config: LinguDistillConfig) -> list[str]:
+    enabled = MONITOR_CALLBACK in (getattr(args, "callbacks", None) or [])
+    dataset = config.monitor.dataset
+    if not enabled:
+        return [] if dataset is None else [
+            f"monitor.dataset is set but --callbacks {MONITOR_CALLBACK} is not: the held-out set would be ignored. "
+            f"Fix: add --callbacks {MONITOR_CALLBACK}, or remove the monitor section"
+        ]  # fmt: skip
+    problems = []
+    if dataset is None:
+        problems.append(
+            f"--callbacks {MONITOR_CALLBACK} needs monitor.dataset in the plugin config: a held-out text-only JSONL "
+            "(swift's messages format) on which to measure the student's perplexity and its KL to the teacher"
+        )
+    elif not Path(dataset).is_file():
+        problems.append(f"monitor.dataset {dataset!r} does not exist. Fix: point it at a held-out text-only JSONL")
+    if str(getattr(args, "eval_strategy", "no")) in ("no", "IntervalStrategy.NO"):
+        problems.append(
+            f"--callbacks {MONITOR_CALLBACK} measures at each evaluation, and this run never evaluates. Fix: add "
+            "--eval_strategy steps --eval_steps N with --val_dataset or --split_dataset_ratio"
+        )
+    return problems
 
 
 def _init_deepspeed_comm_on_cpu(args: Any) -> None:
@@ -422,10 +490,23 @@ def _extend_dataset_columns(config: LinguDistillConfig) -> None:
             RowPreprocessor.standard_keys.append(name)
 
 
+def _as_resolved(state: RunState) -> LinguDistillConfig:
+    """The config with what was decided at start written in: the teacher's own model_type, absolute paths."""
+    teacher = state.config.teacher
+    if teacher.is_self:
+        return state.config
+    model = teacher.model
+    if Path(model).expanduser().exists():
+        model = str(Path(model).expanduser().resolve())
+    resolved = teacher.model_copy(update={"model": model, "model_type": state.teacher_model_type})
+    return state.config.model_copy(update={"teacher": resolved})
+
+
 def _log_and_save(state: RunState) -> None:
     from swift.utils import get_logger, is_master
 
-    text = dump_config(state.config)
+    text = dump_config(_as_resolved(state))
+    state.config_text = f"# LinguDistill config resolved from {state.config_path}\n{text}"
     swift_logger = get_logger()
     teacher = "self" if state.config.teacher.is_self else f"{state.teacher_dir} (model_type {state.teacher_model_type})"
     swift_logger.info(
@@ -435,6 +516,5 @@ def _log_and_save(state: RunState) -> None:
     output_dir = getattr(state.args, "output_dir", None)
     if output_dir and is_master():
         os.makedirs(output_dir, exist_ok=True)
-        header = f"# LinguDistill config resolved from {state.config_path}\n"
-        Path(output_dir, CONFIG_FILENAME).write_text(header + text, encoding="utf-8")
+        Path(output_dir, CONFIG_FILENAME).write_text(state.config_text, encoding="utf-8")
         swift_logger.info(f"LinguDistill config saved to {os.path.join(output_dir, CONFIG_FILENAME)}")

@@ -31,6 +31,7 @@ __all__ = [
     "TeacherHead",
     "cross_entropy_sum",
     "distill_sum",
+    "fused_loss",
     "token_divergence",
 ]
 
@@ -453,6 +454,25 @@ def distill_sum(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def _chunk_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, need_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """CE per row, the weighted sum, and d(sum)/d(logits) in float32. [c, V], [c], [c] -> [c], (), [c, V] | None"""
+    x = logits.detach().float()  # [c, V] (a view when logits are float32: never written)
+    valid = labels != IGNORE_INDEX  # [c]
+    safe = torch.where(valid, labels, 0).unsqueeze(1)  # [c, 1]
+    lse = torch.logsumexp(x, dim=-1)  # [c]
+    ce = torch.where(valid, lse - x.gather(1, safe).squeeze(1), 0.0)  # [c]
+    w = torch.where(valid, weights.detach().float(), 0.0)  # [c]
+    total = torch.where(w != 0, w * ce, 0.0).sum()
+    g = None
+    if need_grad:
+        g = torch.exp(x - lse.unsqueeze(1))  # [c, V] softmax
+        g.scatter_add_(1, safe, -torch.ones_like(safe, dtype=g.dtype))  # softmax - one_hot
+        g.mul_(w.unsqueeze(1)).masked_fill_((w == 0).unsqueeze(1), 0.0)
+    return ce, total, g
+
+
 class _CrossEntropySum(torch.autograd.Function):
     """Weighted CE whose forward also writes d(total)/d(logits) into a buffer of the logits' dtype."""
 
@@ -468,22 +488,15 @@ class _CrossEntropySum(torch.autograd.Function):
         m = logits.shape[0]
         per_token = torch.zeros(m, dtype=torch.float32, device=logits.device)  # [M]
         total = torch.zeros((), dtype=torch.float32, device=logits.device)
-        grad = torch.zeros_like(logits) if need_grad else None  # [M, V], logits dtype
+        grad = torch.empty_like(logits) if need_grad else None  # [M, V], logits dtype
         for start in range(0, m, chunk_size):
             end = min(start + chunk_size, m)
-            x = logits[start:end].detach().float()  # [c, V] (a view when logits are float32: never written)
-            label = labels[start:end]  # [c]
-            valid = label != IGNORE_INDEX  # [c]
-            safe = torch.where(valid, label, 0).unsqueeze(1)  # [c, 1]
-            lse = torch.logsumexp(x, dim=-1)  # [c]
-            ce = torch.where(valid, lse - x.gather(1, safe).squeeze(1), 0.0)  # [c]
-            w = torch.where(valid, weights[start:end].detach().float(), 0.0)  # [c]
-            total += torch.where(w != 0, w * ce, 0.0).sum()
+            ce, chunk_total, g = _chunk_cross_entropy(
+                logits[start:end], labels[start:end], weights[start:end], need_grad
+            )
+            total += chunk_total
             per_token[start:end] = ce
             if need_grad:
-                g = torch.exp(x - lse.unsqueeze(1))  # [c, V] softmax
-                g.scatter_add_(1, safe, -torch.ones_like(safe, dtype=g.dtype))  # softmax - one_hot
-                g.mul_(w.unsqueeze(1)).masked_fill_((w == 0).unsqueeze(1), 0.0)
                 grad[start:end] = g
         ctx.save_for_backward(grad)
         ctx.mark_non_differentiable(per_token)
@@ -493,6 +506,125 @@ class _CrossEntropySum(torch.autograd.Function):
     def backward(ctx: Any, grad_total: torch.Tensor, _grad_per_token: torch.Tensor | None) -> tuple[Any, ...]:
         (grad,) = ctx.saved_tensors
         return _scaled(grad, grad_total), None, None, None, None
+
+
+class _FusedLoss(torch.autograd.Function):
+    """CE on every row plus distillation on the selected rows, in one pass with one gradient buffer.
+
+    The student's logits are read once per chunk and their gradient (CE and distillation together) is written
+    once, in their dtype: no second [M, V] buffer, no autograd sum of two.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        logits: torch.Tensor,  # [M, Vs]
+        labels: torch.Tensor,  # [M]
+        ce_weights: torch.Tensor,  # [M]
+        teacher_side: torch.Tensor,  # [N, Vt] logits or [N, H] hidden
+        head_weight: torch.Tensor | None,  # [Vt, H]
+        head_bias: torch.Tensor | None,  # [Vt]
+        kd_weights: torch.Tensor,  # [N]
+        rows: torch.Tensor,  # [N] sorted row indices into logits
+        opts: _Options,
+        vocab: int,
+        chunk_size: int,
+        need_student: bool,
+        need_teacher: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m, tau = logits.shape[0], opts.temperature
+        device = logits.device
+        ce_tokens = torch.zeros(m, dtype=torch.float32, device=device)  # [M]
+        kd_tokens = torch.zeros(rows.shape[0], dtype=torch.float32, device=device)  # [N]
+        total = torch.zeros((), dtype=torch.float32, device=device)
+        grad = torch.empty_like(logits) if need_student else None  # [M, Vs]
+        grad_teacher = torch.zeros_like(teacher_side) if need_teacher else None  # [N, Vt] or [N, H]
+        bounds = torch.searchsorted(rows, torch.arange(0, m + chunk_size, chunk_size, device=device)).tolist()
+        for i, start in enumerate(range(0, m, chunk_size)):
+            end = min(start + chunk_size, m)
+            ce, ce_total, g = _chunk_cross_entropy(
+                logits[start:end], labels[start:end], ce_weights[start:end], need_student
+            )
+            ce_tokens[start:end] = ce
+            total += ce_total
+            j0, j1 = bounds[i], bounds[i + 1]
+            if j1 > j0:  # distilled rows inside this chunk
+                local = rows[j0:j1] - start  # [k]
+                t_in = teacher_side[j0:j1]
+                t = t_in if head_weight is None else _head_logits(t_in, head_weight[:vocab], _bias(head_bias, vocab))
+                d, g_s, g_t = _chunk_divergence(
+                    logits[rows[j0:j1]].detach(), t.detach(), opts, vocab, need_student, need_teacher
+                )
+                w = kd_weights[j0:j1].detach().float()  # [k]
+                kd_tokens[j0:j1] = d * tau**2
+                total += (w * d).sum() * tau**2
+                coef = (w * tau)[:, None]  # [k, 1]
+                if need_student:
+                    g[local, :vocab] += g_s.mul_(coef)
+                if need_teacher:
+                    g_t.mul_(coef)
+                    if head_weight is None:
+                        grad_teacher[j0:j1, :vocab] = g_t
+                    else:
+                        grad_teacher[j0:j1] = (g_t @ head_weight[:vocab].float()).to(grad_teacher.dtype)
+            if need_student:
+                grad[start:end] = g
+        ctx.save_for_backward(grad, grad_teacher)
+        ctx.mark_non_differentiable(ce_tokens, kd_tokens)
+        return total, ce_tokens, kd_tokens
+
+    @staticmethod
+    def backward(ctx: Any, grad_total: torch.Tensor, *_: Any) -> tuple[Any, ...]:
+        grad, grad_teacher = ctx.saved_tensors
+        return (_scaled(grad, grad_total), None, None, _scaled(grad_teacher, grad_total)) + (None,) * 9
+
+
+def fused_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ce_weights: torch.Tensor,
+    teacher: torch.Tensor | TeacherHead,
+    kd_weights: torch.Tensor,
+    rows: torch.Tensor,
+    *,
+    divergence: Divergence = "forward_kl",
+    beta: float | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    vocab: int | None = None,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``cross_entropy_sum`` + ``distill_sum`` in one pass: (total, CE per row [M], tau^2 * D per row [N]).
+
+    ``rows`` [N] (sorted, unique) are the distilled rows of ``logits`` [M, Vs]; ``teacher`` gives their teacher
+    logits (a tensor [N, Vt] or a ``TeacherHead``). Gradients equal the two separate functions'.
+    """
+    opts = _resolve_options(divergence, beta, temperature, top_k)
+    _check_matrix("logits", logits)
+    m = logits.shape[0]
+    n = _check_rows(rows, m)
+    if n and bool((rows[1:] <= rows[:-1]).any()):
+        raise ValueError("rows must be sorted and unique for fused_loss (use distill_sum for any order)")
+    teacher_side, head, teacher_width = _teacher_parts(teacher, n)
+    _check_weights(kd_weights, n)
+    _check_weights(ce_weights, m)
+    v = _resolve_vocab(logits.shape[1], teacher_width, vocab, opts.top_k)
+    grad_on = torch.is_grad_enabled()
+    return _FusedLoss.apply(
+        logits,
+        labels,
+        ce_weights,
+        teacher_side,
+        None if head is None else head.weight,
+        None if head is None else head.bias,
+        kd_weights,
+        rows,
+        opts,
+        v,
+        _auto_chunk(chunk_size, logits.shape[1]),
+        grad_on and logits.requires_grad,
+        grad_on and teacher_side.requires_grad,
+    )
 
 
 def cross_entropy_sum(

@@ -7,17 +7,22 @@ trainer reads what the loss needs from the batch first, and the loss asks the tr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from swift.loss import BaseLoss
+from swift.metrics.utils import Metric
 from swift.trainers import Seq2SeqTrainer
 from swift.utils import get_logger
+from transformers import TrainerCallback
 
 from .distiller import BatchContext, Distiller
+from .integration import CONFIG_FILENAME
 from .tagging import decode_channel
 
-__all__ = ["LinguDistillLoss", "LinguDistillTrainer"]
+__all__ = ["LinguDistillLoss", "LinguDistillTrainer", "SaveConfigWithCheckpoints", "SumMetric"]
 
 logger = get_logger()
 _FULL_LABELS = "_lingudistill_full_labels"  # stashed before swift cuts labels to `logits_to_keep`
@@ -39,6 +44,25 @@ class LinguDistillTrainer(Seq2SeqTrainer):
             )
         self.lingudistill: Distiller = build_distiller(state, self.model, self)
         self._lingudistill_batch: BatchContext | None = None
+        for mode in ("train", "eval"):
+            # Created on every rank up front: a metric first seen on one rank only would desynchronise the
+            # all-reduce swift runs when it logs.
+            self.custom_metrics[mode]["kd_skipped"] = SumMetric(device=self.args.device)
+        self.add_callback(SaveConfigWithCheckpoints(state.config_text))
+
+    # --- resume ------------------------------------------------------------------------------------------
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """Resume the student's weights for real (transformers 5.19 skips them for some VLMs, with a warning only).
+
+        A full fine-tuning checkpoint of e.g. Qwen2.5-VL is saved under the legacy key names (``model.layers.*``,
+        ``visual.*``) while the live model uses ``model.language_model.*`` / ``model.visual.*``; the trainer's
+        non-strict load then matches nothing and training would continue from the initial weights.
+        """
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        restored = _restore_renamed_weights(model or self.model, Path(resume_from_checkpoint))
+        if restored:
+            logger.info(f"LinguDistill: restored {restored} student weights from {resume_from_checkpoint} under "
+                        "their current names (transformers' resume had skipped them)")  # fmt: skip
 
     # --- batch ---------------------------------------------------------------------------------------
     def prepare_logits_to_keep(self, inputs: dict[str, Any]) -> None:
@@ -121,7 +145,86 @@ class LinguDistillTrainer(Seq2SeqTrainer):
         if stats.kd.numel():
             metrics["kd_loss"].update(stats.kd)
         metrics["distill_frac"].update(stats.distilled)
+        if stats.kd_skipped:
+            metrics["kd_skipped"].update(1)
+            logger.warning(
+                f"LinguDistill: the teacher gave non-finite values at step {self.state.global_step}; this batch "
+                "trained on cross-entropy only (counted in kd_skipped). Check the teacher's weights and dtype."
+            )
         return loss
+
+
+class SumMetric(Metric):
+    """A count summed over ranks and over the logging window; not logged while it is zero."""
+
+    def __init__(self, device: Any = None) -> None:
+        super().__init__()
+        self.add_state("total", default=0.0)
+        self.device = device
+
+    def update(self, value: float) -> None:
+        self.total += float(value)
+
+    def compute(self) -> dict:
+        total = self.total
+        if dist.is_initialized():
+            tensor = torch.tensor([total], dtype=torch.float32, device=self.device)
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            total = float(tensor.item())
+        return {"value": total if total else None}
+
+
+class SaveConfigWithCheckpoints(TrainerCallback):
+    """Each checkpoint carries the resolved plugin config, so a resume restores it instead of re-guessing."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                (folder / CONFIG_FILENAME).write_text(self.text, encoding="utf-8")
+        return control
+
+
+def _restore_renamed_weights(model: torch.nn.Module, checkpoint: Path) -> int:
+    """Load a checkpoint's weights whose saved names only match after transformers' own renaming rules."""
+    import re
+
+    weights_file = checkpoint / "model.safetensors"
+    if not weights_file.is_file() or hasattr(model, "get_base_model"):  # adapters resume through PEFT, fine
+        return 0
+    from safetensors.torch import load_file
+    from transformers.conversion_mapping import WeightRenaming, get_model_conversion_mapping
+
+    saved = load_file(str(weights_file), device="cpu")
+    live = model.state_dict()
+    if not set(saved) - set(live):  # the names match: transformers loaded them itself
+        return 0
+    rules = [r for r in get_model_conversion_mapping(model) if type(r) is WeightRenaming]
+    renamed = {}
+    for key, tensor in saved.items():
+        new_key = key
+        for rule in rules:
+            for source, target in zip(rule.source_patterns, rule.target_patterns, strict=False):
+                if re.search(source, key):
+                    new_key = re.sub(source, target, key)
+                    break
+            if new_key != key:
+                break
+        renamed[new_key] = tensor
+    unknown = sorted(set(renamed) - set(live))
+    if unknown:
+        raise RuntimeError(
+            f"Cannot resume the student's weights from {checkpoint}: {len(unknown)} saved tensors match no "
+            f"parameter of the model even after transformers' renaming rules (e.g. {unknown[:3]}). Training would "
+            "continue from the initial weights. Fix: resume with the transformers version that saved the checkpoint."
+        )
+    with torch.no_grad():
+        for key, tensor in renamed.items():
+            live[key].copy_(tensor.to(live[key].dtype))
+    return len(renamed)
 
 
 def _config(model: torch.nn.Module) -> Any:

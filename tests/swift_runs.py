@@ -119,3 +119,17 @@ def run_sft_yaml(config: dict, path: Path, timeout: int = 600) -> SwiftRun:
         [swift_executable(), "sft", str(path)], env=env, capture_output=True, text=True, timeout=timeout
     )
     return SwiftRun(proc.returncode, proc.stdout + proc.stderr, Path(config["output_dir"]))
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for torchrun's rendezvous on loopback."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def distributed_env(processes: int = 2) -> dict:
+    """swift's launcher variables for several processes on this machine (gloo on the CPU)."""
+    return {"NPROC_PER_NODE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}

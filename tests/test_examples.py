@@ -14,7 +14,8 @@ from swift_lingudistill.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "examples").glob("*.sh"))
-YAMLS = sorted((REPO / "examples").glob("*.yaml"))
+YAMLS = sorted((REPO / "examples").rglob("*.yaml"))
+MULTINODE = sorted((REPO / "examples" / "multinode").glob("*.sh"))
 
 
 def sft_fields() -> set[str]:
@@ -54,3 +55,13 @@ def test_example_swift_yaml(path, monkeypatch):
     load_config(REPO / env["LINGUDISTILL_CONFIG"])
     assert data["loss_type"] == "lingudistill" and (REPO / data["external_plugins"]).exists()
     assert not set(data) - sft_fields()
+
+
+@pytest.mark.parametrize("script", MULTINODE, ids=lambda p: p.name)
+def test_multinode_scripts_parse_and_use_swifts_launcher_variables(script):
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = (REPO / "examples" / "multinode" / "train.sh").read_text()
+    for name in ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE"):
+        assert f"export {name}=" in text
+    assert "train.sh" in script.read_text() or script.name == "train.sh"
+

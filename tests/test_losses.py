@@ -649,3 +649,85 @@ def test_cross_entropy_has_no_full_size_float32_intermediates() -> None:
 
     saved, seen = _run_recorded(lambda: F.cross_entropy(logits.float(), labels).backward())
     assert _full_float32(seen, m, v)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fused CE + distillation (what a training step calls)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [2, 5, 64])
+@pytest.mark.parametrize("teacher_kind", ["logits", "head"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("config", CONFIGS)
+def test_fused_loss_matches_the_naive_reference(config: Config, dtype: torch.dtype, teacher_kind: str, chunk_size: int):
+    """CE on every row + w tau^2 D on the selected rows: values, per-row values and gradients (student and
+    teacher side) equal a float64 full-vocabulary reference; chunks cut through the selected rows."""
+    from swift_lingudistill.losses import fused_loss
+
+    gen = torch.Generator().manual_seed(11)
+    m, vs, vt, h, tau = 13, 131, 127, 9, 0.7
+    logits = random_logits(m, vs, dtype, gen).requires_grad_(True)
+    labels = torch.randint(0, vs, (m,), generator=gen)
+    labels[::4] = -100
+    ce_weights = torch.rand(m, generator=gen) + 0.5
+    rows = torch.tensor([0, 3, 4, 5, 9, 12])
+    kd_weights = mixed_weights(len(rows), gen)
+    if teacher_kind == "logits":
+        teacher = teacher_logits(len(rows), vt, dtype, gen, config.top_k, vt).requires_grad_(True)
+        t_leaf = teacher
+    else:
+        teacher = teacher_head(len(rows), h, vt, dtype, gen, bias=True, top_k=config.top_k)
+        teacher = teacher._replace(hidden=teacher.hidden.requires_grad_(True))
+        t_leaf = teacher.hidden
+    total, ce_tokens, kd_tokens = fused_loss(
+        logits, labels, ce_weights, teacher, kd_weights, rows, temperature=tau, chunk_size=chunk_size,
+        **config.kwargs(),
+    )  # fmt: skip
+    total.backward()
+
+    ref_logits = logits.detach().double().requires_grad_(True)
+    ref_teacher = t_leaf.detach().double().requires_grad_(True)
+    ref_t = ref_teacher
+    if teacher_kind == "head":  # the input-dtype logits' values, with the float64 gradient
+        exact = F.linear(ref_teacher, teacher.weight.double(), teacher.bias.double())
+        in_dtype = F.linear(teacher.hidden.detach(), teacher.weight, teacher.bias).double()
+        ref_t = exact + (in_dtype - exact).detach()
+    ce_ref = F.cross_entropy(ref_logits, labels, ignore_index=-100, reduction="none")  # [M]
+    kd_total_ref, kd_ref = naive_distill(ref_logits, ref_t, kd_weights, rows, config, tau, None)
+    total_ref = (ce_weights.double() * ce_ref).sum() + kd_total_ref
+    total_ref.backward()
+    head_bf16 = teacher_kind == "head" and dtype == BF16  # a chunk's bf16 matmul may round differently
+    value_tol = {"rtol": 5e-3, "atol": 1e-4} if head_bf16 else VALUE_TOL
+    assert_close(total.double(), total_ref, **value_tol)
+    assert_close(ce_tokens.double(), ce_ref.detach(), **VALUE_TOL)
+    assert_close(kd_tokens.double(), kd_ref.detach(), **value_tol)
+    assert_close(logits.grad.double(), ref_logits.grad, **grad_tol(dtype, ref_logits.grad))
+    teacher_tol = grad_tol(dtype, ref_teacher.grad)
+    if head_bf16:  # the hidden gradient is a bf16 matmul of bf16-rounded logit gradients
+        teacher_tol = {"rtol": 3e-2, "atol": 1e-2 * float(ref_teacher.grad.abs().max())}
+    assert_close(t_leaf.grad.double(), ref_teacher.grad, **teacher_tol)
+
+
+def test_fused_loss_equals_the_two_separate_losses():
+    from swift_lingudistill.losses import fused_loss
+
+    gen = torch.Generator().manual_seed(3)
+    logits = random_logits(20, 50, torch.float32, gen).requires_grad_(True)
+    labels = torch.randint(0, 50, (20,), generator=gen)
+    rows = torch.arange(0, 20, 3)
+    teacher = random_logits(len(rows), 50, torch.float32, gen)
+    ce_w, kd_w = torch.ones(20), torch.full((len(rows),), 0.5)
+    total, ce_tokens, kd_tokens = fused_loss(logits, labels, ce_w, teacher, kd_w, rows, chunk_size=4)
+    total.backward()
+    fused_grad = logits.grad.clone()
+    logits.grad = None
+    ce, ce_sep = cross_entropy_sum(logits, labels, ce_w)
+    kd, kd_sep = distill_sum(logits, teacher, kd_w, rows=rows)
+    (ce + kd).backward()
+    assert_close(total, ce + kd)
+    assert_close(ce_tokens, ce_sep)
+    assert_close(kd_tokens, kd_sep)
+    assert_close(fused_grad, logits.grad)
+    with pytest.raises(ValueError, match="sorted and unique"):
+        fused_loss(logits, labels, ce_w, teacher, kd_w, rows.flip(0))
