@@ -64,4 +64,3 @@ def test_multinode_scripts_parse_and_use_swifts_launcher_variables(script):
     for name in ("NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "NPROC_PER_NODE"):
         assert f"export {name}=" in text
     assert "train.sh" in script.read_text() or script.name == "train.sh"
-
