@@ -74,6 +74,8 @@ def _child(kind: str, tokens: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--tokens", str(tokens), "--vocab", str(args.vocab)]
     cmd += ["--hidden", str(args.hidden), "--dtype", args.dtype, "--repeats", str(args.repeats)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode == -9:
+        return {"error": "exit -9"}
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -102,8 +104,15 @@ def main() -> None:
     print("-" * len(header))
     for tokens in args.tokens:
         a, b = _child("naive", tokens, args), _child("chunked", tokens, args)
-        if "error" in a or "error" in b:
-            print(f"{tokens:>6} | naive: {a.get('error', 'ok')}; chunked: {b.get('error', 'ok')}")
+        if "error" in b:
+            print(f"{tokens:>6} | chunked failed: {b['error']}")
+            continue
+        if "error" in a:  # exit -9: the kernel killed it for memory
+            reason = "out of memory" if a["error"] == "exit -9" else a["error"]
+            print(
+                f"{tokens:>6} | {'(' + reason + ')':>9} {b['peak_extra_mb']:>10.0f} {'-':>6} | "
+                f"{'-':>8} {b['seconds']:>9.2f} {'-':>6}"
+            )
             continue
         mem_ratio = b["peak_extra_mb"] / max(a["peak_extra_mb"], 1e-9)
         time_ratio = b["seconds"] / a["seconds"]
