@@ -6,16 +6,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from swift_runs import OFFLINE, run_sft
+from e2e_checks import selective_distils, self_teacher_starts_at_zero
+from swift_runs import OFFLINE
 
 from swift_lingudistill.families.gemma3 import Gemma3UnsupportedConfigError
 from swift_lingudistill.tiny.gemma3 import BOI_ID, IMAGE_SOFT_ID, build_gemma3_assets
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-SELECTIVE = REPO / "plugin_configs" / "selective.yaml"
-SELF_TEACHER = REPO / "plugin_configs" / "self_teacher.yaml"
 MODEL_TYPE = "gemma3_vision"  # swift's model_type and template name are the same for Gemma 3 VLMs
 
 
@@ -29,40 +27,12 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 def test_self_teacher_has_zero_kd_loss_at_step_one(assets, tmp_path, tuner, snapshot):
     """Invariant 1 through swift: eager attention, sliding layers, swift's token_type_ids; the teacher is a frozen
     copy (full) or the base model with the adapters off (LoRA)."""
-    run = run_sft(
-        assets["student"],
-        assets["dataset"],
-        tmp_path,
-        "--tuner_type", tuner,
-        "--loss_type", "lingudistill",
-        config=SELF_TEACHER,
-        model_type=MODEL_TYPE,
-        steps=1,
-        batch_size=4,
-    ).check_ok()  # fmt: skip
-    (first,) = run.step_records()
-    assert first["distill_frac"] > 0
-    assert abs(first["kd_loss"]) <= 1e-6  # KL is >= 0; float32 rounding may give -5e-8
+    run = self_teacher_starts_at_zero(assets, tmp_path, MODEL_TYPE, tuner=tuner)
     assert "LinguDistill teacher: self" in run.output and snapshot in run.output
 
 
 def test_selective_lora_with_a_gemma3_text_teacher_distils(assets, tmp_path):
-    run = run_sft(
-        assets["student"],
-        assets["dataset"],
-        tmp_path,
-        "--tuner_type", "lora",
-        "--loss_type", "lingudistill",
-        config=SELECTIVE,
-        env={"LINGUDISTILL_TEACHER": str(assets["teacher"])},
-        model_type=MODEL_TYPE,
-        steps=2,
-        batch_size=2,
-    ).check_ok()  # fmt: skip
-    records = run.step_records()
-    assert len(records) == 2 and all(r["ce_loss"] > 0 for r in records)
-    distilled = [r for r in records if r["distill_frac"] > 0]
-    assert distilled and all(r["kd_loss"] > 0 for r in distilled)
+    run = selective_distils(assets, tmp_path, MODEL_TYPE)
     assert "(model_type gemma3_text)" in run.output  # the teacher's own swift model_type was inferred
 
 

@@ -7,18 +7,13 @@ share a batch: the runs use batch 1 with gradient accumulation 2 (later flags ov
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from swift_runs import run_sft
+from e2e_checks import selective_distils, self_teacher_starts_at_zero
 
 from swift_lingudistill.tiny.idefics3 import IDEFICS3_TOKEN_IDS, build_idefics3_assets
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-SELECTIVE = REPO / "plugin_configs" / "selective.yaml"
-SELF_TEACHER = REPO / "plugin_configs" / "self_teacher.yaml"
 BATCH_ONE = ("--gradient_accumulation_steps", "2")
 IMAGE_ID = IDEFICS3_TOKEN_IDS["<image>"]
 
@@ -31,42 +26,12 @@ def assets(tmp_path_factory) -> dict:
 
 def test_self_teacher_full_has_zero_kd_loss_at_step_one(assets, tmp_path):
     """Invariant 1 through swift: before the first update the frozen copy is the student."""
-    run = run_sft(
-        assets["student"],
-        assets["dataset"],
-        tmp_path,
-        "--tuner_type", "full",
-        "--loss_type", "lingudistill",
-        *BATCH_ONE,
-        config=SELF_TEACHER,
-        model_type="idefics3",
-        steps=1,
-        batch_size=1,
-    ).check_ok()  # fmt: skip
-    (first,) = run.step_records()
-    assert first["distill_frac"] > 0
-    assert abs(first["kd_loss"]) <= 1e-6  # KL is >= 0; float32 rounding may give -5e-8
+    self_teacher_starts_at_zero(assets, tmp_path, "idefics3", *BATCH_ONE, batch_size=1)
 
 
 def test_selective_lora_with_a_separate_llama_teacher_distils(assets, tmp_path):
     """A 128256-row teacher (as Llama-3.1): the three Idefics3 tokens it lacks are shared, never compared."""
-    run = run_sft(
-        assets["student"],
-        assets["dataset"],
-        tmp_path,
-        "--tuner_type", "lora",
-        "--loss_type", "lingudistill",
-        *BATCH_ONE,
-        config=SELECTIVE,
-        env={"LINGUDISTILL_TEACHER": str(assets["teacher"])},
-        model_type="idefics3",
-        steps=2,
-        batch_size=1,
-    ).check_ok()  # fmt: skip
-    records = run.step_records()
-    assert len(records) == 2
-    distilled = [r for r in records if r["distill_frac"] > 0]
-    assert distilled and all(r["kd_loss"] > 0 for r in distilled)
+    run = selective_distils(assets, tmp_path, "idefics3", *BATCH_ONE, batch_size=1)
     assert "shared vocabulary: 128256" in run.output
 
 

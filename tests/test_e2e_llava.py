@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from cases_llava import NAME, teacher_with_swapped_ids
+from e2e_checks import selective_distils, self_teacher_starts_at_zero
 from swift_runs import run_sft
 
 from swift_lingudistill.tiny.llava import TEXT_VOCAB, build_llava_assets
@@ -14,7 +15,6 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 SELECTIVE = REPO / "plugin_configs" / "selective.yaml"
-SELF_TEACHER = REPO / "plugin_configs" / "self_teacher.yaml"
 MODEL_LOADED = "model_info:"  # swift logs this right after the student's weights load
 
 
@@ -26,40 +26,13 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 
 def test_self_teacher_has_zero_kd_loss_at_step_one(assets, tmp_path):
     """Invariant 1 through swift, full fine-tuning: before the first update the frozen copy is the student."""
-    run = run_sft(
-        assets["student"],
-        assets["dataset"],
-        tmp_path,
-        "--tuner_type", "full",
-        "--loss_type", "lingudistill",
-        config=SELF_TEACHER,
-        model_type=NAME,
-        steps=1,
-        batch_size=4,
-    ).check_ok()  # fmt: skip
-    (first,) = run.step_records()
-    assert first["distill_frac"] > 0
-    assert abs(first["kd_loss"]) <= 1e-6  # KL is >= 0; float32 rounding may give -5e-8
+    self_teacher_starts_at_zero(assets, tmp_path, NAME)
 
 
 def test_selective_with_vicuna_teacher_trains_with_lora(assets, tmp_path):
     """A separate teacher one vocabulary row short of the student: tokenizers compared, 384 ids distilled."""
-    run = run_sft(
-        assets["student"],
-        assets["dataset"],
-        tmp_path,
-        "--tuner_type", "lora",
-        "--loss_type", "lingudistill",
-        config=SELECTIVE,
-        env={"LINGUDISTILL_TEACHER": str(assets["teacher"])},
-        model_type=NAME,
-        steps=2,
-    ).check_ok()  # fmt: skip
+    run = selective_distils(assets, tmp_path, NAME)
     assert f"shared vocabulary: {TEXT_VOCAB})" in run.output
-    records = run.step_records()
-    assert len(records) == 2 and all(r["ce_loss"] > 0 for r in records)
-    distilled = [r for r in records if r["distill_frac"] > 0]
-    assert distilled and all(r["kd_loss"] > 0 for r in distilled)
 
 
 def test_teacher_tokenizer_disagreeing_on_shared_ids_fails_before_any_model_loads(assets, tmp_path):

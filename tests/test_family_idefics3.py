@@ -12,14 +12,6 @@ from __future__ import annotations
 import pytest
 import torch
 from cases_idefics3 import NAME, SAMPLES, idefics3_case, make_idefics3_batch, swift_prompt
-from harness import SCOPES
-from invariants import (
-    check_compact_equals_full,
-    check_no_image_equals_plain_teacher,
-    check_selection_is_exact,
-    check_self_teacher_identity,
-    check_teacher_sees_the_image,
-)
 from PIL import Image
 from transformers import Idefics3Config, LlamaConfig
 
@@ -60,28 +52,6 @@ def test_batch_has_several_images_padding_and_a_text_only_row(case):
 
 
 # --- METHOD.md invariants ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("scope", SCOPES)
-def test_self_teacher_equals_student_at_every_text_position(case, scope):
-    check_self_teacher_identity(case, scope)
-
-
-def test_no_image_sample_equals_plain_teacher_forward(case):
-    check_no_image_equals_plain_teacher(case)
-
-
-def test_teacher_sees_the_image(case):
-    check_teacher_sees_the_image(case)
-
-
-@pytest.mark.parametrize("scope", SCOPES)
-def test_compact_teacher_equals_full_sequence_teacher(case, scope):
-    check_compact_equals_full(case, scope)
-
-
-def test_selection_is_exact(case):
-    check_selection_is_exact(case)
 
 
 # --- vision positions --------------------------------------------------------------------------------------

@@ -13,13 +13,6 @@ import pytest
 import torch
 from cases_llava import NAME, llava_case, make_llava_batch, teacher_with_swapped_ids
 from harness import SCOPES, context, distiller_for, student_logits, teacher_logits, text_positions
-from invariants import (
-    check_compact_equals_full,
-    check_no_image_equals_plain_teacher,
-    check_selection_is_exact,
-    check_self_teacher_identity,
-    check_teacher_sees_the_image,
-)
 from transformers import AutoTokenizer, LlamaConfig, LlavaConfig
 
 from swift_lingudistill.families import family_for, lineage_of
@@ -78,28 +71,6 @@ def test_adapter_reads_the_student_as_swift_loads_it(case):
 
 
 # --- METHOD.md invariants ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("scope", SCOPES)
-def test_self_teacher_equals_student_at_every_text_position(case, scope):
-    check_self_teacher_identity(case, scope)
-
-
-def test_no_image_sample_equals_plain_teacher_forward(case):
-    check_no_image_equals_plain_teacher(case)
-
-
-def test_teacher_sees_the_image(case):
-    check_teacher_sees_the_image(case)
-
-
-@pytest.mark.parametrize("scope", SCOPES)
-def test_compact_teacher_equals_full_sequence_teacher(case, scope):
-    check_compact_equals_full(case, scope)
-
-
-def test_selection_is_exact(case):
-    check_selection_is_exact(case)
 
 
 def test_positions_that_skip_image_tokens_break_identity(case):

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_SIZE", "TinySize", "atomic_build_dir", "default_cache_dir"]
+import torch
+
+__all__ = [
+    "DEFAULT_SIZE",
+    "TinySize",
+    "atomic_build_dir",
+    "default_cache_dir",
+    "perturb_",
+    "save_generation_config",
+    "write_jsonl",
+]
 
 
 def default_cache_dir() -> Path:
@@ -64,3 +75,33 @@ class TinySize:
 
 
 DEFAULT_SIZE = TinySize()
+
+
+def perturb_(modules: list[torch.nn.Module], scale: float, seed: int) -> None:
+    """Add Gaussian noise of ``scale`` times each tensor's std: the drift multimodal fine-tuning causes.
+
+    Tied tensors (an embedding shared with the output layer) are perturbed once.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    seen: set[int] = set()
+    with torch.no_grad():
+        for module in modules:
+            for param in module.parameters():
+                if id(param) in seen:
+                    continue
+                seen.add(id(param))
+                noise = torch.randn(param.shape, generator=gen, dtype=param.dtype)
+                param.add_(noise * scale * param.std().clamp_min(1e-3))
+
+
+def save_generation_config(out_dir: Path, bos: int, eos: int | list[int], pad: int) -> None:
+    """The generation settings a checkpoint's tokenizer implies, so generation stops where it should."""
+    from transformers import GenerationConfig
+
+    GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad).save_pretrained(out_dir)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """Rows in swift's dataset format, one JSON object per line."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path

@@ -10,7 +10,6 @@ sequences longer than the tiny sliding window, so the sliding mask really matter
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .common import atomic_build_dir, default_cache_dir
+from .common import atomic_build_dir, default_cache_dir, perturb_, save_generation_config, write_jsonl
 
 __all__ = [
     "BOI_ID",
@@ -161,20 +160,6 @@ def _text_kwargs(size: Gemma3Size, attn_implementation: str) -> dict[str, Any]:
     )
 
 
-def _perturb(modules: list[torch.nn.Module], scale: float, seed: int) -> None:
-    """Gaussian noise of ``scale`` times each tensor's std: the drift multimodal fine-tuning causes."""
-    gen = torch.Generator().manual_seed(seed)
-    seen: set[int] = set()
-    with torch.no_grad():
-        for module in modules:
-            for param in module.parameters():
-                if id(param) in seen:  # tied embedding / lm_head: perturb once
-                    continue
-                seen.add(id(param))
-                noise = torch.randn(param.shape, generator=gen, dtype=param.dtype)
-                param.add_(noise * scale * param.std().clamp_min(1e-3))
-
-
 def make_gemma3_lm(size: Gemma3Size = GEMMA3_SIZE, seed: int = 0, attn_implementation: str = "sdpa", **overrides):
     """A tiny random ``Gemma3ForCausalLM`` in memory: the text-only LM (teacher). ``overrides`` go to the config."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
@@ -239,7 +224,7 @@ def make_gemma3_vl(
         model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
         model.lm_head.load_state_dict(lm.lm_head.state_dict(), strict=True)
     if perturb > 0:
-        _perturb([model.model.language_model, model.lm_head], perturb, seed + 1)
+        perturb_([model.model.language_model, model.lm_head], perturb, seed + 1)
     return model
 
 
@@ -261,9 +246,7 @@ def make_gemma3_processor(tokenizer=None, size: Gemma3Size = GEMMA3_SIZE):
 
 
 def _save_generation_config(out_dir: Path) -> None:
-    from transformers import GenerationConfig
-
-    GenerationConfig(bos_token_id=2, eos_token_id=[1, 106], pad_token_id=0).save_pretrained(out_dir)
+    save_generation_config(out_dir, bos=2, eos=[1, 106], pad=0)
 
 
 def build_gemma3_lm(
@@ -340,7 +323,7 @@ def build_gemma3_dataset(out_dir: str | Path, rows: int = 12, seed: int = 0) -> 
             }
         )
     path = out_dir / "gemma3.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    write_jsonl(path, records)
     return path
 
 

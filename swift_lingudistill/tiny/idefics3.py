@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .common import TinySize, atomic_build_dir, default_cache_dir
+from .common import TinySize, atomic_build_dir, default_cache_dir, perturb_, save_generation_config, write_jsonl
 
 __all__ = [
     "END_OF_UTTERANCE",
@@ -192,12 +192,7 @@ def make_idefics3(
         with torch.no_grad():
             model.lm_head.weight[:rows] = lm.lm_head.weight
     if perturb > 0:
-        gen = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for module in (model.model.text_model, model.lm_head):
-                for param in module.parameters():
-                    noise = torch.randn(param.shape, generator=gen, dtype=param.dtype)
-                    param.add_(noise * perturb * param.std().clamp_min(1e-3))
+        perturb_([model.model.text_model, model.lm_head], perturb, seed + 1)
     return model
 
 
@@ -219,10 +214,8 @@ def make_idefics3_processor(tokenizer=None, do_image_splitting: bool = True):
 
 
 def _save_generation_config(out_dir: Path) -> None:
-    from transformers import GenerationConfig
-
     eos = [IDEFICS3_TOKEN_IDS[END_OF_UTTERANCE], _TEXT_IDS + 1]
-    GenerationConfig(bos_token_id=_TEXT_IDS, eos_token_id=eos, pad_token_id=_TEXT_IDS + 2).save_pretrained(out_dir)
+    save_generation_config(out_dir, bos=_TEXT_IDS, eos=eos, pad=_TEXT_IDS + 2)
 
 
 def build_llama3_lm(out_dir: str | Path, size: TinySize = IDEFICS3_SIZE, seed: int = 0) -> Path:
@@ -308,7 +301,7 @@ def build_idefics3_dataset(out_dir: str | Path, rows: int = 6, seed: int = 0) ->
             }
         )
     path = out_dir / "idefics3_data.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_jsonl(path, records)
     return path
 
 

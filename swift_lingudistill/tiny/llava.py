@@ -8,14 +8,13 @@ As in llava-1.5-7b-hf vs Vicuna-7B, the student's vocabulary is the teacher's pl
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .common import TinySize, atomic_build_dir, default_cache_dir
+from .common import TinySize, atomic_build_dir, default_cache_dir, perturb_, save_generation_config, write_jsonl
 
 __all__ = [
     "IMAGE_SIDE",
@@ -165,12 +164,7 @@ def make_llava(size: TinySize = LLAVA_SIZE, seed: int = 0, lm: torch.nn.Module |
             target.embed_tokens.weight[: embed.shape[0]].copy_(embed)
             model.lm_head.weight[: embed.shape[0]].copy_(lm.lm_head.weight)
     if perturb > 0:
-        gen = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for module in (model.model.language_model, model.lm_head):
-                for param in module.parameters():
-                    noise = torch.randn(param.shape, generator=gen, dtype=param.dtype)
-                    param.add_(noise * perturb * param.std().clamp_min(1e-3))
+        perturb_([model.model.language_model, model.lm_head], perturb, seed + 1)
     return model
 
 
@@ -198,9 +192,7 @@ def make_llava_processor(tokenizer=None):
 
 
 def _save_generation_config(out_dir: Path) -> None:
-    from transformers import GenerationConfig
-
-    GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=0).save_pretrained(out_dir)
+    save_generation_config(out_dir, bos=1, eos=2, pad=0)
 
 
 def build_llama_lm(out_dir: str | Path, size: TinySize = LLAVA_SIZE, seed: int = 0, tokenizer=None) -> Path:
@@ -280,7 +272,7 @@ def build_llava_dataset(out_dir: str | Path, rows: int = 8, seed: int = 0) -> Pa
             q, a = "<image>How many squares are there in the image?", f"There are {count}."
         records.append({"messages": _turns(q, a), "images": [str(path)]})
     path = out_dir / "llava.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    write_jsonl(path, records)
     return path
 
 

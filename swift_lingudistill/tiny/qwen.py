@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .common import DEFAULT_SIZE, TinySize, atomic_build_dir, default_cache_dir
+from .common import DEFAULT_SIZE, TinySize, atomic_build_dir, default_cache_dir, perturb_, save_generation_config
 
 __all__ = [
     "QWEN_SPECIAL_TOKENS",
@@ -125,9 +125,7 @@ def make_qwen2_lm(size: TinySize = DEFAULT_SIZE, seed: int = 0):
 
 
 def _save_generation_config(out_dir: Path) -> None:
-    from transformers import GenerationConfig
-
-    GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643).save_pretrained(out_dir)
+    save_generation_config(out_dir, bos=151643, eos=[151645, 151643], pad=151643)
 
 
 def build_qwen2_lm(out_dir: str | Path, size: TinySize = DEFAULT_SIZE, seed: int = 0, tokenizer=None) -> Path:
@@ -215,12 +213,7 @@ def make_qwen_vl(
         model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
         model.lm_head.load_state_dict(lm.lm_head.state_dict(), strict=True)
     if perturb > 0:
-        gen = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for module in (model.model.language_model, model.lm_head):
-                for param in module.parameters():
-                    noise = torch.randn(param.shape, generator=gen, dtype=param.dtype)
-                    param.add_(noise * perturb * param.std().clamp_min(1e-3))
+        perturb_([model.model.language_model, model.lm_head], perturb, seed + 1)
     return model
 
 

@@ -9,14 +9,13 @@ vocabulary plus the four Qwen3 additions (``<tool_response>``, ``</tool_response
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .common import TinySize, atomic_build_dir, default_cache_dir
+from .common import TinySize, atomic_build_dir, default_cache_dir, perturb_, save_generation_config, write_jsonl
 from .qwen import qwen_tokenizer
 
 __all__ = [
@@ -106,9 +105,7 @@ def make_qwen3_lm(size: TinySize = QWEN3_VL_SIZE, seed: int = 0):
 
 
 def _save_generation_config(out_dir: Path) -> None:
-    from transformers import GenerationConfig
-
-    GenerationConfig(bos_token_id=151643, eos_token_id=[151645, 151643], pad_token_id=151643).save_pretrained(out_dir)
+    save_generation_config(out_dir, bos=151643, eos=[151645, 151643], pad=151643)
 
 
 def build_qwen3_lm(out_dir: str | Path, size: TinySize = QWEN3_VL_SIZE, seed: int = 0, tokenizer=None) -> Path:
@@ -172,12 +169,7 @@ def make_qwen3_vl(
         model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
         model.lm_head.load_state_dict(lm.lm_head.state_dict(), strict=True)
     if perturb > 0:
-        gen = torch.Generator().manual_seed(seed + 1)
-        with torch.no_grad():
-            for module in (model.model.language_model, model.lm_head):
-                for param in module.parameters():
-                    noise = torch.randn(param.shape, generator=gen, dtype=param.dtype)
-                    param.add_(noise * perturb * param.std().clamp_min(1e-3))
+        perturb_([model.model.language_model, model.lm_head], perturb, seed + 1)
     return model
 
 
@@ -256,7 +248,7 @@ def build_qwen3_vl_dataset(out_dir: str | Path, rows: int = 12, seed: int = 0) -
             {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}], "images": [str(path)]}
         )
     path = out_dir / "qwen3_vl.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    write_jsonl(path, records)
     return path
 
 

@@ -1,0 +1,61 @@
+"""Every supported family's tiny test student, by swift model_type: the invariants run on all of them.
+
+Adding a family: write its ``cases_<family>.py`` and add one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from harness import FamilyCase
+
+
+def _qwen(name: str) -> Callable[[], FamilyCase]:
+    def build() -> FamilyCase:
+        from cases_qwen import qwen_case
+
+        from swift_lingudistill.tiny import qwen_tokenizer
+
+        return qwen_case(name, qwen_tokenizer())
+
+    return build
+
+
+def _qwen3_vl() -> FamilyCase:
+    from cases_qwen3_vl import qwen3_vl_case
+
+    from swift_lingudistill.tiny.qwen3_vl import qwen3_tokenizer
+
+    return qwen3_vl_case(qwen3_tokenizer())
+
+
+def _llava() -> FamilyCase:
+    from cases_llava import llava_case
+
+    from swift_lingudistill.tiny.llava import llava_tokenizers
+
+    return llava_case(llava_tokenizers()[1])
+
+
+def _idefics3() -> FamilyCase:
+    from cases_idefics3 import idefics3_case
+
+    from swift_lingudistill.tiny.idefics3 import idefics3_tokenizers
+
+    return idefics3_case(idefics3_tokenizers()[1])
+
+
+def _gemma3() -> FamilyCase:
+    from cases_gemma3 import gemma3_case
+
+    return gemma3_case("swift")
+
+
+CASE_BUILDERS: dict[str, Callable[[], FamilyCase]] = {
+    "qwen2_5_vl": _qwen("qwen2_5_vl"),
+    "qwen2_vl": _qwen("qwen2_vl"),
+    "qwen3_vl": _qwen3_vl,
+    "llava1_5_hf": _llava,
+    "idefics3": _idefics3,
+    "gemma3_vision": _gemma3,
+}
