@@ -262,8 +262,22 @@ def token_divergence(
 
 
 def _scaled(buffer: torch.Tensor | None, grad_output: torch.Tensor) -> torch.Tensor | None:
-    """Chain rule for a scalar loss: the saved gradient times d(outer)/d(total), kept in the buffer's dtype."""
-    return None if buffer is None else buffer * grad_output
+    """Chain rule for a scalar loss: the saved gradient times d(outer)/d(total), in place.
+
+    Scaling in place hands autograd the buffer itself instead of a second [M, V] tensor (2.5 GB at 8192 tokens
+    of a 151936 vocabulary in bf16); the price is one backward per forward, which ``_once`` enforces.
+    """
+    return None if buffer is None else buffer.mul_(grad_output.to(buffer.dtype))
+
+
+def _once(ctx: Any) -> None:
+    """The saved gradients are consumed by the first backward (they are scaled in place)."""
+    if getattr(ctx, "_lingudistill_used", False):
+        raise RuntimeError(
+            "backward ran twice through a LinguDistill loss (retain_graph=True): its saved gradients were scaled "
+            "in place by the first; compute the loss again for a second backward"
+        )
+    ctx._lingudistill_used = True
 
 
 def _head_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -390,6 +404,7 @@ class _DistillSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_total: torch.Tensor, _grad_per_token: torch.Tensor | None) -> tuple[Any, ...]:
+        _once(ctx)
         grad_student, grad_teacher = ctx.saved_tensors
         return (_scaled(grad_student, grad_total), _scaled(grad_teacher, grad_total)) + (None,) * 9
 
@@ -504,6 +519,7 @@ class _CrossEntropySum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_total: torch.Tensor, _grad_per_token: torch.Tensor | None) -> tuple[Any, ...]:
+        _once(ctx)
         (grad,) = ctx.saved_tensors
         return _scaled(grad, grad_total), None, None, None, None
 
@@ -575,6 +591,7 @@ class _FusedLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_total: torch.Tensor, *_: Any) -> tuple[Any, ...]:
+        _once(ctx)
         grad, grad_teacher = ctx.saved_tensors
         return (_scaled(grad, grad_total), None, None, _scaled(grad_teacher, grad_total)) + (None,) * 9
 

@@ -731,3 +731,15 @@ def test_fused_loss_equals_the_two_separate_losses():
     assert_close(fused_grad, logits.grad)
     with pytest.raises(ValueError, match="sorted and unique"):
         fused_loss(logits, labels, ce_w, teacher, kd_w, rows.flip(0))
+
+
+def test_a_second_backward_is_refused_not_wrong():
+    """Gradients are scaled in place to spare a full-size copy; a retained graph cannot reuse them silently."""
+    from swift_lingudistill.losses import fused_loss
+
+    logits = torch.randn(6, 11, requires_grad=True)
+    labels = torch.randint(0, 11, (6,))
+    total, _, _ = fused_loss(logits, labels, torch.ones(6), torch.randn(2, 11), torch.ones(2), torch.tensor([1, 4]))
+    total.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        total.backward()
