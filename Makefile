@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lingudistill-installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv miniature clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	PYTHON=$(BIN)/python SWIFT=$(BIN)/swift bash examples/demo.sh
+
+# examples/miniature: the paper's trade-off reproduced on the CPU (about 8 minutes, see its README)
+miniature: $(STAMP)
+	$(BIN)/python examples/miniature/run.py --seeds 0 1 2 --jobs 3
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
