@@ -108,11 +108,13 @@ def main() -> None:
             print(f"{tokens:>6} | chunked failed: {b['error']}")
             continue
         if "error" in a:  # exit -9: the kernel killed it for memory
-            reason = "out of memory" if a["error"] == "exit -9" else a["error"]
+            reason = "OOM" if a["error"] == "exit -9" else "failed"  # the kernel killed it / see its error
             print(
-                f"{tokens:>6} | {'(' + reason + ')':>9} {b['peak_extra_mb']:>10.0f} {'-':>6} | "
+                f"{tokens:>6} | {reason:>9} {b['peak_extra_mb']:>10.0f} {'-':>6} | "
                 f"{'-':>8} {b['seconds']:>9.2f} {'-':>6}"
             )
+            if reason == "failed":
+                print(f"{'':>6} | naive: {a['error']}")
             continue
         mem_ratio = b["peak_extra_mb"] / max(a["peak_extra_mb"], 1e-9)
         time_ratio = b["seconds"] / a["seconds"]
