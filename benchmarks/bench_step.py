@@ -13,6 +13,7 @@ interleaved (plain, mix, worst, plain, ...) because the machine is shared and no
 
     python benchmarks/bench_step.py                 # 3 rounds x 3 configurations
     python benchmarks/bench_step.py --rounds 1 --steps 6 14
+    python benchmarks/bench_step.py --bf16-teacher   # plus the mix with the teacher's weights in bfloat16
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def run(assets: dict, out: Path, steps: int, config: str | None) -> dict:
         from swift_lingudistill import plugin_path
 
         cmd += ["--external_plugins", plugin_path(), "--loss_type", "lingudistill"]
-        env["LINGUDISTILL_CONFIG"] = str(REPO / "plugin_configs" / config)
+        env["LINGUDISTILL_CONFIG"] = str(REPO / "plugin_configs" / config) if "/" not in config else config
         env["LINGUDISTILL_TEACHER"] = str(assets["teacher"])
     # A wrapper process so RUSAGE_CHILDREN's peak RSS is this run's alone.
     wrapper = "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]).returncode; "
@@ -110,10 +111,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, nargs=2, default=[4, 16], help="two step counts; their difference times")
     parser.add_argument("--rows", type=int, default=64)
+    parser.add_argument("--bf16-teacher", action="store_true", help="also the mix with `teacher.dtype: bfloat16`")
     args = parser.parse_args()
     configs = {"plain swift sft": None, "lingudistill, mix": "selective.yaml", "lingudistill, worst": "uniform.yaml"}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        if args.bf16_teacher:
+            import yaml
+
+            data = yaml.safe_load((REPO / "plugin_configs" / "selective.yaml").read_text())
+            data["teacher"]["dtype"] = "bfloat16"
+            (root / "selective_bf16.yaml").write_text(yaml.safe_dump(data))
+            configs["mix, bf16 teacher"] = str(root / "selective_bf16.yaml")
         assets = build_assets(root, args.rows)
         results: dict[str, list[dict]] = {name: [] for name in configs}
         for round_ in range(args.rounds):
