@@ -29,12 +29,13 @@ class BatchContext:
     input_ids: torch.Tensor  # [B, L]
     labels: torch.Tensor  # [B, L] full length, unshifted (-100 outside the response)
     valid: torch.Tensor  # [B, L] bool: real tokens (attention_mask)
-    rotary: torch.Tensor  # [B, L] long: the student's rotary position of each token
-    vision: torch.Tensor  # [B, L] bool: vision-token positions
     token_weight: torch.Tensor  # [B, L] float: distillation weight of the sample each token belongs to
     sample_weight: torch.Tensor  # [S] float: one weight per original sample (S = B without packing)
     segment: torch.Tensor | None = None  # [B, L] long: packed-sequence id (padding-free batches)
     logits_to_keep: Any = None  # swift's: int suffix length, or [L] bool mask (batch of one); None = all
+    # Read by the teacher only; a batch that distils nothing may leave them unset.
+    rotary: torch.Tensor | None = None  # [B, L] long: the student's rotary position of each token
+    vision: torch.Tensor | None = None  # [B, L] bool: vision-token positions
 
     @property
     def any_distilled(self) -> bool:
@@ -96,6 +97,8 @@ class Distiller:
 
     def teacher_hidden(self, ctx: BatchContext, logit_mask: torch.Tensor) -> torch.Tensor:
         """[N, H] teacher final hidden states at the positions of ``logit_mask`` [B, L], row-major order."""
+        if ctx.rotary is None or ctx.vision is None:
+            raise RuntimeError("the teacher needs the batch's rotary positions and vision mask (BatchContext)")
         # Tokens the teacher's vocabulary lacks (image placeholders, tile markers) are never the teacher's own.
         always = ctx.vision | (ctx.input_ids >= self.teacher.vocab_rows)
         shared = shared_positions(self.config.kv_share.scope, ctx.valid, always, ctx.labels)

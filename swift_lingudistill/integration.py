@@ -278,8 +278,7 @@ def _resume_or_load(saved: str | None, path: str | None) -> tuple[LinguDistillCo
         theirs, ours = named.model_dump(by_alias=True), config.model_dump(by_alias=True)
         if theirs["teacher"]["model_type"] is None:  # inferred at the first start, written into the checkpoint
             theirs["teacher"]["model_type"] = ours["teacher"]["model_type"]
-        if Path(theirs["teacher"]["model"]).expanduser().exists():
-            theirs["teacher"]["model"] = str(Path(theirs["teacher"]["model"]).expanduser().resolve())
+        theirs["teacher"]["model"] = _absolute_if_local(theirs["teacher"]["model"])
         if theirs != ours:
             changed = sorted(f"{section}.{key}" for section in ours for key in ours[section]
                              if theirs[section][key] != ours[section][key])  # fmt: skip
@@ -490,15 +489,19 @@ def _extend_dataset_columns(config: LinguDistillConfig) -> None:
             RowPreprocessor.standard_keys.append(name)
 
 
+def _absolute_if_local(model: str) -> str:
+    """A teacher path that exists here, made absolute (a hub id stays as it is)."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model
+
+
 def _as_resolved(state: RunState) -> LinguDistillConfig:
     """The config with what was decided at start written in: the teacher's own model_type, absolute paths."""
     teacher = state.config.teacher
     if teacher.is_self:
         return state.config
-    model = teacher.model
-    if Path(model).expanduser().exists():
-        model = str(Path(model).expanduser().resolve())
-    resolved = teacher.model_copy(update={"model": model, "model_type": state.teacher_model_type})
+    update = {"model": _absolute_if_local(teacher.model), "model_type": state.teacher_model_type}
+    resolved = teacher.model_copy(update=update)
     return state.config.model_copy(update={"teacher": resolved})
 
 

@@ -17,7 +17,7 @@ import torch
 from swift.callbacks.base import TrainerCallback
 from swift.utils import get_logger, is_master
 
-from .losses import IGNORE_INDEX, TeacherHead, cross_entropy_sum, distill_sum
+from .losses import IGNORE_INDEX, TeacherHead, fused_loss
 
 __all__ = ["PLOT_FILENAME", "LanguageMonitor"]
 
@@ -81,17 +81,19 @@ class LanguageMonitor(TrainerCallback):
                 logits = trainer.model(**forward).logits  # [B, L, V]
                 targets = torch.roll(labels, -1, dims=-1)  # [B, L]
                 supervised = targets != IGNORE_INDEX
-                ce, _ = cross_entropy_sum(logits.flatten(0, 1), targets.flatten(), supervised.flatten().float())
                 teacher_hidden = self._teacher_hidden(batch, supervised)  # [N, H]
                 with distiller.teacher.head_weights() as (weight, bias):
-                    kl, _ = distill_sum(
+                    # CE and KL in one pass over the logits: (total, CE per row [B*L], KL per supervised row [N])
+                    _, ce, kl = fused_loss(
                         logits.flatten(0, 1),
+                        targets.flatten(),
+                        supervised.flatten().float(),
                         TeacherHead(teacher_hidden, weight, bias),
                         torch.ones(int(supervised.sum()), device=logits.device),
-                        rows=supervised.flatten().nonzero().flatten(),
+                        supervised.flatten().nonzero().flatten(),
                         vocab=distiller.shared_vocab,
                     )
-                ce_sum, kl_sum = ce_sum + float(ce), kl_sum + float(kl)
+                ce_sum, kl_sum = ce_sum + float(ce.sum()), kl_sum + float(kl.sum())
                 tokens += int(supervised.sum())
         finally:
             model.train(was_training)

@@ -58,7 +58,6 @@ def load_teacher(state: RunState, student: nn.Module, trainer: Any = None) -> Te
             attn_impl="sdpa",
             load_model=True,
         )
-        family.check_teacher_config(model.config)
         runner = separate_teacher(model, description=f"{config.teacher.model} ({state.teacher_model_type})")
     if runner._adapters_off is None:  # the student's own modules are placed with the student
         _place(runner, state, trainer)

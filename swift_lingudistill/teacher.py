@@ -123,7 +123,8 @@ class TeacherRunner:
             if self._adapters_off is not None:
                 stack.enter_context(self._adapters_off.disable_adapter())
             if self.offload_device is not None:
-                stack.enter_context(_visiting(self.modules(), self.offload_device))
+                # The decoder only: the head (vocab x hidden, the largest block) visits once, in head_weights().
+                stack.enter_context(_visiting([self.decoder], self.offload_device))
             modes = [(m, m.training) for m in (self.decoder, self.head)]
             for module, _ in modes:
                 module.eval()

@@ -97,24 +97,25 @@ class LinguDistillTrainer(Seq2SeqTrainer):
             token_weight = sample_weight[segment.clamp(min=0, max=len(weights) - 1)]
         else:
             token_weight = sample_weight[:, None].expand_as(input_ids)
-        family = distiller.family
-        model = self.model
-        return BatchContext(
+        ctx = BatchContext(
             input_ids=input_ids,
             labels=full_labels if full_labels is not None else inputs["labels"],
             valid=valid,
-            rotary=family.rotary_positions(inputs, model),
-            vision=family.vision_mask(input_ids, _config(model)),
             token_weight=token_weight,
             sample_weight=sample_weight,
             segment=segment,
             logits_to_keep=inputs.get("logits_to_keep"),
         )
+        if distiller.will_distill(ctx):
+            # Only the teacher reads them: a batch that distils nothing skips get_rope_index and the vision scan.
+            ctx.rotary = distiller.family.rotary_positions(inputs, self.model)
+            ctx.vision = distiller.family.vision_mask(input_ids, _config(self.model))
+        return ctx
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         ctx = self._batch_context(inputs)
         router = self.lingudistill.router
-        if self.lingudistill.will_distill(ctx):
+        if ctx.rotary is not None:  # set exactly when the batch will distil
             router.start_capture()
         self._lingudistill_batch = ctx
         try:

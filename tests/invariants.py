@@ -94,3 +94,16 @@ def check_selection_is_exact(case: FamilyCase) -> None:
     row = case.text_only_row
     torch.testing.assert_close(grads[(1.0, 0.0, 1.0)][row], grads[(0.0, 0.0, 0.0)][row])
     assert (grads[(1.0, 1.0, 1.0)][row] - grads[(0.0, 0.0, 0.0)][row]).abs().max() > 0
+
+
+def check_sequence_positions_break_identity(case: FamilyCase) -> None:
+    """M-RoPE families: the identity check has teeth, since text after an image sits at a compressed position."""
+    distiller = distiller_for(case)
+    batch = case.batch()
+    ctx = context(case, batch)
+    logits = student_logits(case, batch)
+    ctx.rotary = torch.arange(ctx.input_ids.shape[1]).expand_as(ctx.input_ids)
+    mask = text_positions(ctx)
+    mask[case.text_only_row] = False  # the text-only row has sequence positions anyway
+    diff = (teacher_logits(distiller, ctx, mask) - logits[mask].detach()).abs().max()
+    assert diff > 1e-3

@@ -8,9 +8,8 @@ the teacher reads come from the same forward that produces the student's logits.
 from __future__ import annotations
 
 import pytest
-import torch
 from cases_qwen import QWEN_FAMILIES, qwen_case
-from harness import context, distiller_for, student_logits, teacher_logits, text_positions
+from invariants import check_sequence_positions_break_identity
 
 
 @pytest.fixture(scope="module", params=QWEN_FAMILIES)
@@ -25,13 +24,4 @@ def test_batch_has_several_images_padding_and_a_text_only_row(case):
 
 
 def test_sequence_positions_instead_of_student_positions_break_identity(case):
-    """The identity check has teeth: text after an image sits at a compressed M-RoPE position."""
-    distiller = distiller_for(case)
-    batch = case.batch()
-    ctx = context(case, batch)
-    logits = student_logits(case, batch)
-    ctx.rotary = torch.arange(ctx.input_ids.shape[1]).expand_as(ctx.input_ids)
-    mask = text_positions(ctx)
-    mask[1] = False  # the text-only row has sequence positions anyway
-    diff = (teacher_logits(distiller, ctx, mask) - logits[mask].detach()).abs().max()
-    assert diff > 1e-3
+    check_sequence_positions_break_identity(case)

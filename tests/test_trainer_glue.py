@@ -16,7 +16,8 @@ def bare_trainer(padding_free: bool) -> LinguDistillTrainer:
     """The glue methods only; no model, no swift pipeline (those are covered end to end)."""
     trainer = object.__new__(LinguDistillTrainer)
     trainer.template = SimpleNamespace(padding_free=padding_free)
-    trainer.lingudistill = SimpleNamespace(family=family_for("qwen2_5_vl"))
+    # lambda > 0: a batch with a distilled sample needs the teacher (Distiller.will_distill)
+    trainer.lingudistill = SimpleNamespace(family=family_for("qwen2_5_vl"), will_distill=lambda ctx: ctx.any_distilled)
     trainer.model = SimpleNamespace(config=SimpleNamespace(image_token_id=151655, video_token_id=151656))
     return trainer
 

@@ -8,16 +8,19 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 __all__ = [
     "DEFAULT_SIZE",
+    "GenerationIds",
     "TinySize",
     "atomic_build_dir",
     "default_cache_dir",
+    "load_parent_lm",
     "perturb_",
-    "save_generation_config",
+    "save_checkpoint",
     "write_jsonl",
 ]
 
@@ -94,11 +97,33 @@ def perturb_(modules: list[torch.nn.Module], scale: float, seed: int) -> None:
                 param.add_(noise * scale * param.std().clamp_min(1e-3))
 
 
-def save_generation_config(out_dir: Path, bos: int, eos: int | list[int], pad: int) -> None:
-    """The generation settings a checkpoint's tokenizer implies, so generation stops where it should."""
+@dataclass(frozen=True)
+class GenerationIds:
+    """The special ids a checkpoint's tokenizer implies, written as its generation config so generation stops."""
+
+    bos: int
+    eos: int | list[int]
+    pad: int
+
+
+def load_parent_lm(lm_dir: str | Path | None) -> torch.nn.Module | None:
+    """The text-only LM a tiny VLM's language model starts from (float32), or None for a fully random VLM."""
+    if lm_dir is None:
+        return None
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
+
+
+def save_checkpoint(out_dir: str | Path, model: torch.nn.Module, processor: Any, ids: GenerationIds) -> Path:
+    """A local checkpoint swift loads like a hub one: weights, tokenizer or processor, generation config."""
     from transformers import GenerationConfig
 
-    GenerationConfig(bos_token_id=bos, eos_token_id=eos, pad_token_id=pad).save_pretrained(out_dir)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    GenerationConfig(bos_token_id=ids.bos, eos_token_id=ids.eos, pad_token_id=ids.pad).save_pretrained(out_dir)
+    return out_dir
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -17,7 +17,15 @@ from typing import Any
 
 import torch
 
-from .common import atomic_build_dir, default_cache_dir, perturb_, save_generation_config, write_jsonl
+from .common import (
+    GenerationIds,
+    atomic_build_dir,
+    default_cache_dir,
+    load_parent_lm,
+    perturb_,
+    save_checkpoint,
+    write_jsonl,
+)
 
 __all__ = [
     "BOI_ID",
@@ -245,19 +253,15 @@ def make_gemma3_processor(tokenizer=None, size: Gemma3Size = GEMMA3_SIZE):
     )
 
 
-def _save_generation_config(out_dir: Path) -> None:
-    save_generation_config(out_dir, bos=2, eos=[1, 106], pad=0)
+GEMMA3_GENERATION = GenerationIds(bos=2, eos=[1, 106], pad=0)  # <bos>, <eos> / <end_of_turn>, <pad>
 
 
 def build_gemma3_lm(
     out_dir: str | Path, size: Gemma3Size = GEMMA3_SIZE, seed: int = 0, tokenizer=None, **overrides
 ) -> Path:
     """Save a tiny random ``Gemma3ForCausalLM`` (swift model_type ``gemma3_text``) with the tokenizer."""
-    out_dir = Path(out_dir)
-    make_gemma3_lm(size, seed, **overrides).save_pretrained(out_dir)
-    (tokenizer or gemma3_tokenizer()).save_pretrained(out_dir)
-    _save_generation_config(out_dir)
-    return out_dir
+    model = make_gemma3_lm(size, seed, **overrides)
+    return save_checkpoint(out_dir, model, tokenizer or gemma3_tokenizer(), GEMMA3_GENERATION)
 
 
 def build_gemma3_vl(
@@ -269,14 +273,8 @@ def build_gemma3_vl(
     tokenizer=None,
 ) -> Path:
     """Save a tiny random Gemma 3 VLM (swift model_type ``gemma3_vision``) with its processor."""
-    from transformers import Gemma3ForCausalLM
-
-    out_dir = Path(out_dir)
-    lm = Gemma3ForCausalLM.from_pretrained(lm_dir, dtype=torch.float32) if lm_dir is not None else None
-    make_gemma3_vl(size, seed, lm=lm, perturb=perturb).save_pretrained(out_dir)
-    make_gemma3_processor(tokenizer, size).save_pretrained(out_dir)
-    _save_generation_config(out_dir)
-    return out_dir
+    model = make_gemma3_vl(size, seed, lm=load_parent_lm(lm_dir), perturb=perturb)
+    return save_checkpoint(out_dir, model, make_gemma3_processor(tokenizer, size), GEMMA3_GENERATION)
 
 
 _FACTS = (

@@ -18,7 +18,16 @@ from typing import Any
 
 import torch
 
-from .common import TinySize, atomic_build_dir, default_cache_dir, perturb_, save_generation_config, write_jsonl
+from .common import (
+    GenerationIds,
+    TinySize,
+    atomic_build_dir,
+    default_cache_dir,
+    load_parent_lm,
+    perturb_,
+    save_checkpoint,
+    write_jsonl,
+)
 
 __all__ = [
     "END_OF_UTTERANCE",
@@ -213,18 +222,14 @@ def make_idefics3_processor(tokenizer=None, do_image_splitting: bool = True):
     )
 
 
-def _save_generation_config(out_dir: Path) -> None:
-    eos = [IDEFICS3_TOKEN_IDS[END_OF_UTTERANCE], _TEXT_IDS + 1]
-    save_generation_config(out_dir, bos=_TEXT_IDS, eos=eos, pad=_TEXT_IDS + 2)
+LLAMA3_GENERATION = GenerationIds(
+    bos=_TEXT_IDS, eos=[IDEFICS3_TOKEN_IDS[END_OF_UTTERANCE], _TEXT_IDS + 1], pad=_TEXT_IDS + 2
+)
 
 
 def build_llama3_lm(out_dir: str | Path, size: TinySize = IDEFICS3_SIZE, seed: int = 0) -> Path:
     """Save a tiny random Llama 3 LM (128256 rows) with the teacher tokenizer as a local checkpoint."""
-    out_dir = Path(out_dir)
-    make_llama3_lm(size, seed).save_pretrained(out_dir)
-    idefics3_tokenizers()[0].save_pretrained(out_dir)
-    _save_generation_config(out_dir)
-    return out_dir
+    return save_checkpoint(out_dir, make_llama3_lm(size, seed), idefics3_tokenizers()[0], LLAMA3_GENERATION)
 
 
 def build_idefics3(
@@ -235,14 +240,8 @@ def build_idefics3(
     seed: int = 0,
 ) -> Path:
     """Save a tiny random Idefics3 with its processor as a local checkpoint (see ``make_idefics3``)."""
-    from transformers import AutoModelForCausalLM
-
-    out_dir = Path(out_dir)
-    lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32) if lm_dir is not None else None
-    make_idefics3(size, seed, lm=lm, perturb=perturb).save_pretrained(out_dir)
-    make_idefics3_processor().save_pretrained(out_dir)
-    _save_generation_config(out_dir)
-    return out_dir
+    model = make_idefics3(size, seed, lm=load_parent_lm(lm_dir), perturb=perturb)
+    return save_checkpoint(out_dir, model, make_idefics3_processor(), LLAMA3_GENERATION)
 
 
 _COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}

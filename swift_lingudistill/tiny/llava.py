@@ -14,7 +14,16 @@ from typing import Any
 
 import torch
 
-from .common import TinySize, atomic_build_dir, default_cache_dir, perturb_, save_generation_config, write_jsonl
+from .common import (
+    GenerationIds,
+    TinySize,
+    atomic_build_dir,
+    default_cache_dir,
+    load_parent_lm,
+    perturb_,
+    save_checkpoint,
+    write_jsonl,
+)
 
 __all__ = [
     "IMAGE_SIDE",
@@ -191,17 +200,12 @@ def make_llava_processor(tokenizer=None):
     )
 
 
-def _save_generation_config(out_dir: Path) -> None:
-    save_generation_config(out_dir, bos=1, eos=2, pad=0)
+LLAMA_GENERATION = GenerationIds(bos=1, eos=2, pad=0)  # <s>, </s> and id 0 for padding, as Llama-2 / Vicuna
 
 
 def build_llama_lm(out_dir: str | Path, size: TinySize = LLAVA_SIZE, seed: int = 0, tokenizer=None) -> Path:
     """Save a tiny random Llama LM with the teacher tokenizer (no ``<image>``) as a local checkpoint."""
-    out_dir = Path(out_dir)
-    make_llama_lm(size, seed).save_pretrained(out_dir)
-    (tokenizer or llava_tokenizers()[0]).save_pretrained(out_dir)
-    _save_generation_config(out_dir)
-    return out_dir
+    return save_checkpoint(out_dir, make_llama_lm(size, seed), tokenizer or llava_tokenizers()[0], LLAMA_GENERATION)
 
 
 def build_llava(
@@ -213,14 +217,8 @@ def build_llava(
     tokenizer=None,
 ) -> Path:
     """Save a tiny random LLaVA-1.5 with its processor as a local checkpoint (see ``make_llava``)."""
-    from transformers import AutoModelForCausalLM
-
-    out_dir = Path(out_dir)
-    lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32) if lm_dir is not None else None
-    make_llava(size, seed, lm=lm, perturb=perturb).save_pretrained(out_dir)
-    make_llava_processor(tokenizer).save_pretrained(out_dir)
-    _save_generation_config(out_dir)
-    return out_dir
+    model = make_llava(size, seed, lm=load_parent_lm(lm_dir), perturb=perturb)
+    return save_checkpoint(out_dir, model, make_llava_processor(tokenizer), LLAMA_GENERATION)
 
 
 _FACTS = (

@@ -12,7 +12,16 @@ from typing import Any
 
 import torch
 
-from .common import DEFAULT_SIZE, TinySize, atomic_build_dir, default_cache_dir, perturb_, save_generation_config
+from .common import (
+    DEFAULT_SIZE,
+    GenerationIds,
+    TinySize,
+    atomic_build_dir,
+    default_cache_dir,
+    load_parent_lm,
+    perturb_,
+    save_checkpoint,
+)
 
 __all__ = [
     "QWEN_SPECIAL_TOKENS",
@@ -124,17 +133,12 @@ def make_qwen2_lm(size: TinySize = DEFAULT_SIZE, seed: int = 0):
     return Qwen2ForCausalLM(config).eval()
 
 
-def _save_generation_config(out_dir: Path) -> None:
-    save_generation_config(out_dir, bos=151643, eos=[151645, 151643], pad=151643)
+QWEN_GENERATION = GenerationIds(bos=151643, eos=[151645, 151643], pad=151643)  # <|endoftext|>, <|im_end|>
 
 
 def build_qwen2_lm(out_dir: str | Path, size: TinySize = DEFAULT_SIZE, seed: int = 0, tokenizer=None) -> Path:
     """Save a tiny random Qwen2 LM with the real Qwen tokenizer as a local checkpoint."""
-    out_dir = Path(out_dir)
-    make_qwen2_lm(size, seed).save_pretrained(out_dir)
-    (tokenizer or qwen_tokenizer()).save_pretrained(out_dir)
-    _save_generation_config(out_dir)
-    return out_dir
+    return save_checkpoint(out_dir, make_qwen2_lm(size, seed), tokenizer or qwen_tokenizer(), QWEN_GENERATION)
 
 
 def _vision_config(family: str, size: TinySize) -> dict[str, Any]:
@@ -242,11 +246,5 @@ def build_qwen_vl(
     max_pixels: int = 112 * 112,
 ) -> Path:
     """Save a tiny random Qwen2-VL / Qwen2.5-VL with its processor as a local checkpoint (see ``make_qwen_vl``)."""
-    from transformers import AutoModelForCausalLM
-
-    out_dir = Path(out_dir)
-    lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32) if lm_dir is not None else None
-    make_qwen_vl(family, size, seed, lm=lm, perturb=perturb).save_pretrained(out_dir)
-    make_qwen_vl_processor(family, tokenizer, max_pixels).save_pretrained(out_dir)
-    _save_generation_config(out_dir)
-    return out_dir
+    model = make_qwen_vl(family, size, seed, lm=load_parent_lm(lm_dir), perturb=perturb)
+    return save_checkpoint(out_dir, model, make_qwen_vl_processor(family, tokenizer, max_pixels), QWEN_GENERATION)

@@ -15,8 +15,16 @@ from typing import Any
 
 import torch
 
-from .common import TinySize, atomic_build_dir, default_cache_dir, perturb_, save_generation_config, write_jsonl
-from .qwen import qwen_tokenizer
+from .common import (
+    TinySize,
+    atomic_build_dir,
+    default_cache_dir,
+    load_parent_lm,
+    perturb_,
+    save_checkpoint,
+    write_jsonl,
+)
+from .qwen import QWEN_GENERATION, qwen_tokenizer
 
 __all__ = [
     "QWEN3_EXTRA_TOKENS",
@@ -104,17 +112,9 @@ def make_qwen3_lm(size: TinySize = QWEN3_VL_SIZE, seed: int = 0):
     return Qwen3ForCausalLM(config).eval()
 
 
-def _save_generation_config(out_dir: Path) -> None:
-    save_generation_config(out_dir, bos=151643, eos=[151645, 151643], pad=151643)
-
-
 def build_qwen3_lm(out_dir: str | Path, size: TinySize = QWEN3_VL_SIZE, seed: int = 0, tokenizer=None) -> Path:
     """Save a tiny random Qwen3 LM with the real Qwen3 tokenizer as a local checkpoint."""
-    out_dir = Path(out_dir)
-    make_qwen3_lm(size, seed).save_pretrained(out_dir)
-    (tokenizer or qwen3_tokenizer()).save_pretrained(out_dir)
-    _save_generation_config(out_dir)
-    return out_dir
+    return save_checkpoint(out_dir, make_qwen3_lm(size, seed), tokenizer or qwen3_tokenizer(), QWEN_GENERATION)
 
 
 def _vision_config(size: TinySize) -> dict[str, Any]:
@@ -197,14 +197,8 @@ def build_qwen3_vl(
     tokenizer=None,
 ) -> Path:
     """Save a tiny random Qwen3-VL with its processor as a local checkpoint (see ``make_qwen3_vl``)."""
-    from transformers import AutoModelForCausalLM
-
-    out_dir = Path(out_dir)
-    lm = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32) if lm_dir is not None else None
-    make_qwen3_vl(size, seed, lm=lm, perturb=perturb).save_pretrained(out_dir)
-    make_qwen3_vl_processor(tokenizer).save_pretrained(out_dir)
-    _save_generation_config(out_dir)
-    return out_dir
+    model = make_qwen3_vl(size, seed, lm=load_parent_lm(lm_dir), perturb=perturb)
+    return save_checkpoint(out_dir, model, make_qwen3_vl_processor(tokenizer), QWEN_GENERATION)
 
 
 _QA = (
