@@ -45,9 +45,11 @@ def two_processes(demo_assets, out: Path, *extra: str, config=SELECTIVE, env: di
             env={"LINGUDISTILL_TEACHER": str(demo_assets["teacher"]), **distributed_env(2), **(env or {})},
             steps=1, batch_size=2,
         )  # fmt: skip
-        # A rendezvous port can still be held by the previous run's launcher: that launch dies before training
-        # (seen once in ~30 runs as SIGABRT of a rank). Only that case is retried, once, on a fresh port.
-        launcher_crash = "Signal 6 (SIGABRT)" in run.output and "'loss'" not in run.output
+        # Two rare aborts of a rank, neither the plugin's: a rendezvous port still held by the previous run's
+        # launcher (dies before training), and gloo/DeepSpeed threads torn down at exit after training finished
+        # ("terminate called without an active exception"). Each seen about once in 30 runs; a rank's SIGABRT is
+        # retried once on a fresh port, so a deterministic abort still fails.
+        launcher_crash = "Signal 6 (SIGABRT)" in run.output
         if run.returncode == 0 or not launcher_crash:
             return run
     return run
