@@ -7,7 +7,7 @@ import json
 import pytest
 
 from swift_lingudistill.config import config_from_dict
-from swift_lingudistill.report import tag_report
+from swift_lingudistill.integration.tag_report import tag_report
 from swift_lingudistill.tagging import TaggingError
 
 

@@ -178,3 +178,32 @@ def test_gradient_reaches_student_kv_only_when_not_detached(setup):
     finally:
         student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
         student.zero_grad()
+
+
+def test_one_step_as_the_trainer_drives_it(setup):
+    """start_step fills the teacher's positions and captures the student's K/V only when the batch distils; the
+    loss finishes the capture (every layer seen); end_step drops it. The loss equals the harness path's."""
+    batch = setup.batch()
+    distiller = distiller_for(setup, teacher_model=setup.other_teacher)
+    nothing = context(setup, batch, (0.0, 0.0, 0.0))
+    nothing.rotary = nothing.vision = None
+    distiller.start_step(nothing, batch, setup.student)
+    assert nothing.rotary is None and nothing.vision is None and distiller.router.phase is None
+
+    ctx = context(setup, batch, WEIGHTS)
+    ctx.rotary = ctx.vision = None
+    distiller.start_step(ctx, batch, setup.student)
+    ids = batch["input_ids"]
+    assert distiller.router.phase == "capture"
+    assert torch.equal(ctx.vision, (ids == 151655) | (ids == 151656))
+    assert torch.equal(ctx.rotary, batch["position_ids"][0])  # M-RoPE: the temporal row of text tokens
+    logits = setup.student(**{k: batch[k] for k in setup.forward_keys if k in batch}).logits.detach()
+    got, _ = distiller.loss(logits, batch["labels"], ctx, num_items_in_batch=37)
+    assert distiller.router.phase is None
+    assert len(distiller.router.captured) == distiller.router.num_student_layers
+    distiller.end_step()
+    assert distiller.router.captured == {}
+
+    want, _ = distiller.loss(student_logits(setup, batch).detach(), batch["labels"], context(setup, batch, WEIGHTS),
+                             num_items_in_batch=37)  # fmt: skip
+    torch.testing.assert_close(got, want)

@@ -61,7 +61,8 @@ def test_a_soft_capping_teacher_is_refused_before_its_weights_load(assets, tmp_p
 
     from swift_lingudistill.config import config_from_dict
     from swift_lingudistill.families import family_for
-    from swift_lingudistill.integration import RunState, _check_teacher
+    from swift_lingudistill.integration.run_state import RunState
+    from swift_lingudistill.integration.teacher_resolution import check_teacher
 
     teacher = tmp_path / "softcap_teacher"  # config and tokenizer only: a refusal must not need the weights
     teacher.mkdir()
@@ -77,4 +78,4 @@ def test_a_soft_capping_teacher_is_refused_before_its_weights_load(assets, tmp_p
         tagger=None,
     )
     with pytest.raises(Gemma3UnsupportedConfigError, match=r"final_logit_softcapping = 30\.0"):
-        _check_teacher(state)
+        check_teacher(state)

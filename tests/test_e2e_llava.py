@@ -56,7 +56,7 @@ def test_teacher_tokenizer_disagreeing_on_shared_ids_fails_before_any_model_load
 def test_vicuna_teacher_model_type_is_inferred_as_llama(assets):
     from types import SimpleNamespace
 
-    from swift_lingudistill.integration import resolve_teacher
+    from swift_lingudistill.integration.teacher_resolution import resolve_teacher
 
     _, model_type = resolve_teacher(str(assets["teacher"]), None, SimpleNamespace(use_hf=True))
     assert model_type == "llama"

@@ -9,7 +9,7 @@ import yaml
 from swift_runs import run_sft, run_sft_yaml
 
 from swift_lingudistill import plugin_path
-from swift_lingudistill.integration import CONFIG_FILENAME
+from swift_lingudistill.integration.run_state import CONFIG_FILENAME
 from swift_lingudistill.tiny import TinySize, build_qwen2_lm
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from swift_runs import OFFLINE, SwiftRun, run_sft, swift_executable
 
-from swift_lingudistill.integration import CONFIG_FILENAME
+from swift_lingudistill.integration.run_state import CONFIG_FILENAME
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from swift_runs import run_sft
 
-from swift_lingudistill.monitor import PLOT_FILENAME
+from swift_lingudistill.integration.monitor import PLOT_FILENAME
 
 pytestmark = pytest.mark.slow
 

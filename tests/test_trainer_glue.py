@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
-from swift_lingudistill.families import family_for
+from swift_lingudistill.integration.trainer import FULL_LABELS_KEY, batch_context
 from swift_lingudistill.tagging import Decision, TaggingError, encode_channel
-from swift_lingudistill.trainer import _FULL_LABELS, LinguDistillTrainer
-
-
-def bare_trainer(padding_free: bool) -> LinguDistillTrainer:
-    """The glue methods only; no model, no swift pipeline (those are covered end to end)."""
-    trainer = object.__new__(LinguDistillTrainer)
-    trainer.template = SimpleNamespace(padding_free=padding_free)
-    # lambda > 0: a batch with a distilled sample needs the teacher (Distiller.will_distill)
-    trainer.lingudistill = SimpleNamespace(family=family_for("qwen2_5_vl"), will_distill=lambda ctx: ctx.any_distilled)
-    trainer.model = SimpleNamespace(config=SimpleNamespace(image_token_id=151655, video_token_id=151656))
-    return trainer
 
 
 def test_padded_batch_weights_and_user_channels():
@@ -32,13 +19,12 @@ def test_padded_batch_weights_and_user_channels():
         "channel": [encode_channel(None, Decision(0.0, "vision:counting")), encode_channel("mine", Decision(1.0, "x"))],
     }
     full_labels = torch.full((2, 5), -100)
-    inputs[_FULL_LABELS] = full_labels
-    ctx = bare_trainer(False)._batch_context(inputs)
+    inputs[FULL_LABELS_KEY] = full_labels
+    ctx = batch_context(inputs, False)
     assert ctx.sample_weight.tolist() == [0.0, 1.0]
     assert ctx.token_weight.tolist() == [[0.0] * 5, [1.0] * 5]
-    assert ctx.vision.tolist()[0] == [False, True, True, False, False]
     assert ctx.valid.tolist()[1] == [True, True, True, False, False]
-    assert ctx.labels is full_labels and _FULL_LABELS not in inputs  # never reaches the model's forward
+    assert ctx.labels is full_labels and FULL_LABELS_KEY not in inputs  # never reaches the model's forward
     assert inputs["channel"] == [None, "mine"]  # swift's --enable_channel_loss sees the user's channels
 
 
@@ -49,7 +35,7 @@ def test_channel_is_dropped_when_no_row_had_one():
         "position_ids": torch.arange(2).expand(3, 1, 2),
         "channel": [encode_channel(None, Decision(0.5, "explicit"))],
     }
-    ctx = bare_trainer(False)._batch_context(inputs)
+    ctx = batch_context(inputs, False)
     assert "channel" not in inputs and ctx.sample_weight.tolist() == [0.5]
     assert ctx.valid.all()  # no attention_mask: every token is real
 
@@ -63,7 +49,7 @@ def test_packed_row_gets_one_weight_per_sequence():
         "position_ids": torch.tensor([[0, 1, 2, 0, 1, 0, 1, 2, 3]]).expand(3, 1, 9),
         "channel": [encode_channel(None, Decision(w, "r")) for w in (1.0, 0.0, 0.25)],
     }
-    ctx = bare_trainer(True)._batch_context(inputs)
+    ctx = batch_context(inputs, True)
     assert ctx.segment.tolist() == [[0, 0, 0, 1, 1, 2, 2, 2, 2]]
     assert ctx.token_weight.tolist() == [[1.0, 1.0, 1.0, 0.0, 0.0, 0.25, 0.25, 0.25, 0.25]]
     assert ctx.sample_weight.tolist() == [1.0, 0.0, 0.25]
@@ -72,6 +58,6 @@ def test_packed_row_gets_one_weight_per_sequence():
 def test_untagged_rows_stop_with_the_reason():
     inputs = {"input_ids": torch.tensor([[1, 2]]), "labels": torch.tensor([[-100, 2]]), "channel": ["plain"]}
     with pytest.raises(TaggingError, match="tag"):
-        bare_trainer(False)._batch_context(inputs)
+        batch_context(inputs, False)
     with pytest.raises(TaggingError):
-        bare_trainer(False)._batch_context({"input_ids": torch.tensor([[1, 2]]), "labels": torch.tensor([[1, 2]])})
+        batch_context({"input_ids": torch.tensor([[1, 2]]), "labels": torch.tensor([[1, 2]])}, False)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .config import LinguDistillConfig
-from .tagging import TagReport, decode_channel
+from ..config import LinguDistillConfig
+from ..tagging import TagReport, decode_channel
+from .dataset_tagging import tagging
 
 __all__ = ["tag_report"]
 
@@ -11,8 +12,6 @@ __all__ = ["tag_report"]
 def tag_report(config: LinguDistillConfig, datasets: list[str], num_proc: int = 1) -> TagReport:
     """Load ``datasets`` as ``swift sft --dataset`` would, tagged as training will tag them, and count."""
     from swift.dataset import load_dataset
-
-    from .integration import tagging
 
     with tagging(config, num_proc=num_proc) as tagger:
         train, _ = load_dataset(datasets, split_dataset_ratio=0.0, num_proc=num_proc, shuffle=False)

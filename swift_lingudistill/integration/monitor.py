@@ -4,7 +4,8 @@ On a held-out text-only set (``monitor.dataset`` in the plugin config) it logs t
 (``lang_ppl``) and the teacher-student divergence (``lang_kl``, forward KL per supervised token) into swift's
 logs, ``logging.jsonl`` and tensorboard, and at the end plots both over the steps into
 ``lingudistill_language.png`` in the output directory. Without images the teacher needs no shared K/V: it runs
-as the plain text LM it is.
+as the plain text LM it is. Its preconditions (the dataset, an evaluation schedule, the loss type) are checked
+before any model loads (``flag_checks``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from swift.callbacks.base import TrainerCallback
 from swift.utils import get_logger, is_master
 
-from .losses import IGNORE_INDEX, TeacherHead, fused_loss
+from ..losses import IGNORE_INDEX, TeacherHead, fused_loss
+from .run_state import active_run
 
 __all__ = ["PLOT_FILENAME", "LanguageMonitor"]
 
@@ -30,14 +32,9 @@ class LanguageMonitor(TrainerCallback):
 
     def __init__(self, args: Any, trainer: Any) -> None:
         super().__init__(args, trainer)
-        from .integration import active_run
-
         state = active_run()
-        if state is None or not state.config.monitor.dataset:
-            raise ValueError(
-                "--callbacks lingudistill_monitor needs --loss_type lingudistill and `monitor.dataset` (a held-out "
-                "text-only JSONL) in the plugin config"
-            )
+        if state is None:  # activation refuses the callback without the loss type, so swift skipped the plugin
+            raise RuntimeError("lingudistill_monitor was created without an accepted LinguDistill run")
         self.settings = state.config.monitor
         self.history: list[dict[str, float]] = []
         self._encoded: list[dict] | None = None
@@ -81,7 +78,7 @@ class LanguageMonitor(TrainerCallback):
                 logits = trainer.model(**forward).logits  # [B, L, V]
                 targets = torch.roll(labels, -1, dims=-1)  # [B, L]
                 supervised = targets != IGNORE_INDEX
-                teacher_hidden = self._teacher_hidden(batch, supervised)  # [N, H]
+                teacher_hidden = distiller.text_teacher_hidden(batch, trainer.model)[supervised]  # [N, H]
                 with distiller.teacher.head_weights() as (weight, bias):
                     # CE and KL in one pass over the logits: (total, CE per row [B*L], KL per supervised row [N])
                     _, ce, kl = fused_loss(
@@ -100,21 +97,6 @@ class LanguageMonitor(TrainerCallback):
         if tokens == 0:
             raise ValueError(f"monitor.dataset {self.settings.dataset} has no supervised (assistant) tokens")
         return {"lang_ppl": math.exp(ce_sum / tokens), "lang_kl": kl_sum / tokens}
-
-    def _teacher_hidden(self, batch: dict, supervised: torch.Tensor) -> torch.Tensor:
-        """[N, H] the teacher's plain forward (text only: nothing to share) at the supervised positions."""
-        distiller = self.trainer.lingudistill
-        runner = distiller.teacher
-        positions = distiller.family.rotary_positions(batch, self.trainer.model)  # [B, L]
-        with runner.active():
-            out = runner.decoder(
-                input_ids=batch["input_ids"].clamp(max=runner.vocab_rows - 1),
-                attention_mask=batch.get("attention_mask"),
-                position_ids=positions,
-                use_cache=False,
-            )
-        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        return hidden[supervised]
 
     # --- swift's hooks -------------------------------------------------------------------------------
     def on_evaluate(self, args, state, control, **kwargs):

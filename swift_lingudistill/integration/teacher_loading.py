@@ -1,15 +1,16 @@
-"""Builds a run's Distiller once the student is ready: loads the teacher through swift's own model loading."""
+"""The run's Distiller, built when swift builds the trainer: the teacher loaded through swift's model loading
+and placed as swift places GKD teachers."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from .distiller import Distiller
-from .teacher import (
+from ..distiller import Distiller
+from ..teacher import (
     TeacherModule,
     TeacherRunner,
     frozen_copy_teacher,
@@ -17,9 +18,7 @@ from .teacher import (
     reloaded_self_teacher,
     separate_teacher,
 )
-
-if TYPE_CHECKING:
-    from .integration import RunState
+from .run_state import RunState
 
 __all__ = ["build_distiller", "load_teacher"]
 
@@ -59,7 +58,7 @@ def load_teacher(state: RunState, student: nn.Module, trainer: Any = None) -> Te
             load_model=True,
         )
         runner = separate_teacher(model, description=f"{config.teacher.model} ({state.teacher_model_type})")
-    if runner._adapters_off is None:  # the student's own modules are placed with the student
+    if not runner.shares_student_weights:  # the student's own modules are placed with the student
         _place(runner, state, trainer)
     params = sum(getattr(p, "ds_numel", p.numel()) for p in runner.decoder.parameters()) / 1e6
     weight = runner.head.weight
