@@ -62,4 +62,3 @@ def family_for(model_type: str | None = None, config: Any = None) -> FamilyAdapt
         f"Supported model types: {', '.join(supported_model_types())}. "
         "Fix: train one of those, or add an adapter in swift_lingudistill/families/ (one file)."
     )
-

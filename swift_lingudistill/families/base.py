@@ -139,4 +139,3 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         else:
             break
     return model
-
