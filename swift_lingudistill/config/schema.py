@@ -109,7 +109,7 @@ class LossConfig(_Section):
         description="jsd interpolation in [0, 1] (0 = forward KL, 1 = reverse KL); only with divergence jsd, "
         f"default {JSD_DEFAULT_BETA}",
     )
-    temperature: float = Field(default=1.0, gt=0.0, le=100.0, description="softmax temperature tau > 0")
+    temperature: float = Field(default=1.0, gt=0.0, le=100.0, description="softmax temperature tau in (0, 100]")
     lambda_: float = Field(
         default=1.0, alias="lambda", ge=0.0, le=1000.0, description="weight of the distillation term (>= 0)"
     )
