@@ -186,12 +186,9 @@ class Distiller:
                     TeacherHead(hidden, head_weight, head_bias),
                     kd_weight,
                     distilled.reshape(-1).nonzero().flatten(),
-                    divergence=cfg.divergence,
-                    beta=cfg.beta,
-                    temperature=cfg.temperature,
-                    top_k=cfg.top_k,
                     vocab=self.shared_vocab,
                     chunk_size=self.chunk_size,
+                    **cfg.model_dump(include={"divergence", "beta", "temperature", "top_k"}),
                 )
         else:
             total, ce_tokens = cross_entropy_sum(flat_logits, flat_targets, flat_ce_weight, chunk_size=self.chunk_size)

@@ -97,6 +97,21 @@ def divergence(student_scaled: torch.Tensor, teacher_scaled: torch.Tensor, optio
     return beta * (lt.exp() * -r_t).sum(-1) + (1.0 - beta) * (ls.exp() * -r_s).sum(-1)
 
 
+def _kl_and_grads(
+    lp: torch.Tensor, lq: torch.Tensor, need_p: bool, need_q: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """KL(P || Q) per row and its gradients w.r.t. P's and Q's scaled logits: P (lp - lq - D) and Q - P.
+
+    [c, V] log-probabilities x 2 (both consumed: written in place) -> D [c], dD/dp [c, V] | None, dD/dq | None.
+    """
+    p = lp.exp()  # [c, V]
+    diff = lp.sub_(lq)  # [c, V]: log(P / Q)
+    d = (p * diff).sum(-1)
+    g_q = lq.exp_().sub_(p) if need_q else None  # Q - P
+    g_p = diff.sub_(d[:, None]).mul_(p) if need_p else None  # P (log P/Q - D)
+    return d, g_p, g_q
+
+
 def divergence_and_grads(
     s: torch.Tensor, t: torch.Tensor, options: DivergenceOptions, vocab: int, need_s: bool, need_t: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -124,24 +139,11 @@ def divergence_and_grads(
         return d, g_s, g_t
     lt = F.log_softmax(b, dim=-1)  # [c, V]
     del b
-    if options.divergence == "forward_kl":  # D = sum pT (lt - ls)
-        pt = lt.exp()  # [c, V]
-        diff = lt - ls  # [c, V]
-        d = (pt * diff).sum(-1)
-        if need_s:
-            g_s = ls.exp_().sub_(pt)  # pS - pT
-        if need_t:
-            g_t = diff.sub_(d[:, None]).mul_(pt)  # pT (lt - ls - D)
+    if options.divergence == "forward_kl":  # KL(pT || pS): P = teacher, Q = student
+        d, g_t, g_s = _kl_and_grads(lt, ls, need_t, need_s)
         return d, g_s, g_t
-    if options.divergence == "reverse_kl":  # D = sum pS (ls - lt)
-        ps = ls.exp()  # [c, V]
-        diff = ls - lt  # [c, V]
-        d = (ps * diff).sum(-1)
-        if need_t:
-            g_t = lt.exp_().sub_(ps)  # pT - pS
-        if need_s:
-            g_s = diff.sub_(d[:, None]).mul_(ps)  # pS (ls - lt - D)
-        return d, g_s, g_t
+    if options.divergence == "reverse_kl":  # KL(pS || pT): P = student, Q = teacher
+        return _kl_and_grads(ls, lt, need_s, need_t)
     # jsd: D = beta KL(pT || M) + (1 - beta) KL(pS || M) = beta sum pT (-r_t) + (1 - beta) sum pS (-r_s)
     beta = options.beta
     r_t, r_s = _jsd_log_ratios(ls, lt, beta)  # [c, V] each: log(M / pT), log(M / pS)

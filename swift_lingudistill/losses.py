@@ -161,18 +161,39 @@ class _ChunkedLoss(torch.autograd.Function):
         return (_scaled(grad, grad_total), None, None, _scaled(grad_teacher, grad_total)) + (None,) * 9
 
 
-def _run(
+def fused_loss(
     logits: torch.Tensor,
     labels: torch.Tensor | None,
     ce_weights: torch.Tensor | None,
     teacher: torch.Tensor | TeacherHead,
     kd_weights: torch.Tensor,
     rows: torch.Tensor,
-    options: DivergenceOptions,
-    vocab: int | None,
-    chunk_size: int | None,
+    *,
+    divergence: Divergence = "forward_kl",
+    beta: float | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    vocab: int | None = None,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Check the teacher side and the vocabulary, then run the chunk loop (``rows`` already checked, sorted)."""
+    """CE on every row plus distillation on ``rows``: (total, CE per row [M], tau^2 * D per distilled row [N]).
+
+    ``logits`` [M, Vs]; ``labels`` [M] (-100 = ignored) and ``ce_weights`` [M], or both None for no CE; ``rows``
+    [N] sorted, unique rows of ``logits`` whose teacher is ``teacher`` (logits [N, Vt] or a frozen ``TeacherHead``);
+    ``kd_weights`` [N].
+    ``total`` is a 0-dim float32 tensor with the autograd graph (to the student's logits and, when it requires
+    grad, the teacher's logits / hidden states); the per-row values are detached. ``vocab`` (default the narrower
+    width) is how many leading columns both sides compare.
+    """
+    options = resolve_options(divergence, beta, temperature, top_k)
+    check_matrix("logits", logits)
+    m = logits.shape[0]
+    n = check_rows(rows, m)
+    if n and bool((rows[1:] <= rows[:-1]).any()):
+        raise ValueError("rows must be sorted and unique for fused_loss (distill_sum takes any order)")
+    if labels is not None or ce_weights is not None:
+        check_labels(labels, m, logits.shape[1])
+        check_weights(ce_weights, m)
     teacher_side, head, teacher_width = teacher_parts(teacher, rows.shape[0])
     check_weights(kd_weights, rows.shape[0])
     v = resolve_vocab(logits.shape[1], teacher_width, vocab, options.top_k)
@@ -194,40 +215,6 @@ def _run(
     )
 
 
-def fused_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    ce_weights: torch.Tensor,
-    teacher: torch.Tensor | TeacherHead,
-    kd_weights: torch.Tensor,
-    rows: torch.Tensor,
-    *,
-    divergence: Divergence = "forward_kl",
-    beta: float | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    vocab: int | None = None,
-    chunk_size: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """CE on every row plus distillation on ``rows``: (total, CE per row [M], tau^2 * D per distilled row [N]).
-
-    ``logits`` [M, Vs]; ``labels`` [M] (-100 = ignored); ``ce_weights`` [M]; ``rows`` [N] sorted, unique rows of
-    ``logits`` whose teacher is ``teacher`` (logits [N, Vt] or a frozen ``TeacherHead``); ``kd_weights`` [N].
-    ``total`` is a 0-dim float32 tensor with the autograd graph (to the student's logits and, when it requires
-    grad, the teacher's logits / hidden states); the per-row values are detached. ``vocab`` (default the narrower
-    width) is how many leading columns both sides compare.
-    """
-    options = resolve_options(divergence, beta, temperature, top_k)
-    check_matrix("logits", logits)
-    m = logits.shape[0]
-    n = check_rows(rows, m)
-    if n and bool((rows[1:] <= rows[:-1]).any()):
-        raise ValueError("rows must be sorted and unique for fused_loss (distill_sum takes any order)")
-    check_labels(labels, m, logits.shape[1])
-    check_weights(ce_weights, m)
-    return _run(logits, labels, ce_weights, teacher, kd_weights, rows, options, vocab, chunk_size)
-
-
 def cross_entropy_sum(
     logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *, chunk_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,13 +224,10 @@ def cross_entropy_sum(
     Returns ``total`` (0-dim float32, with graph) and ``per_token`` [M] float32 detached CE, 0 where ignored.
     """
     check_matrix("logits", logits)
-    m, v = logits.shape
-    check_labels(labels, m, v)
-    check_weights(weights, m)
+    no_teacher = logits.new_zeros(0, logits.shape[1]).detach()  # [0, V]: nothing distilled
     no_rows = torch.zeros(0, dtype=torch.long, device=logits.device)
-    no_teacher = logits.new_zeros(0, v).detach()
-    total, ce_tokens, _ = _run(
-        logits, labels, weights, no_teacher, no_teacher.new_zeros(0), no_rows, resolve_options(), v, chunk_size
+    total, ce_tokens, _ = fused_loss(
+        logits, labels, weights, no_teacher, no_teacher.new_zeros(0), no_rows, chunk_size=chunk_size
     )
     return total, ce_tokens
 
@@ -254,19 +238,14 @@ def distill_sum(
     weights: torch.Tensor,
     *,
     rows: torch.Tensor | None = None,
-    divergence: Divergence = "forward_kl",
-    beta: float | None = None,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    vocab: int | None = None,
-    chunk_size: int | None = None,
+    **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """sum_n weights[n] * tau^2 * D_n alone, computed chunk by chunk. Returns (total, per_token [N], detached).
 
     ``student_logits`` [M, Vs]; ``rows`` [N] picks the distilled rows in any order (unique; default all M);
     ``teacher`` gives their teacher (logits [N, Vt] or a ``TeacherHead``) in the same order; ``weights`` [N].
+    ``options``: ``fused_loss``'s keyword arguments (divergence, beta, temperature, top_k, vocab, chunk_size).
     """
-    options = resolve_options(divergence, beta, temperature, top_k)
     check_matrix("student_logits", student_logits)
     m = student_logits.shape[0]
     n = check_rows(rows, m)
@@ -275,14 +254,14 @@ def distill_sum(
     order = torch.argsort(rows)  # [N]: the chunk loop reads the rows in the logits' order
     if n and bool((rows[order][1:] == rows[order][:-1]).any()):
         raise ValueError("rows must be unique (each distilled row once)")
-    in_order = bool((order == torch.arange(n, device=order.device)).all())
-    if not in_order:
-        check_weights(weights, n)
-        teacher_side, _, _ = teacher_parts(teacher, n)
-        sorted_side = teacher_side.index_select(0, order)  # autograd routes the teacher's gradient back
-        teacher = teacher._replace(hidden=sorted_side) if isinstance(teacher, TeacherHead) else sorted_side
-        weights = weights.index_select(0, order)
-    total, _, kd_tokens = _run(student_logits, None, None, teacher, weights, rows[order], options, vocab, chunk_size)
-    if in_order:
+    if bool((order == torch.arange(n, device=order.device)).all()):
+        total, _, kd_tokens = fused_loss(student_logits, None, None, teacher, weights, rows, **options)
         return total, kd_tokens
+    check_weights(weights, n)
+    teacher_side, _, _ = teacher_parts(teacher, n)
+    sorted_side = teacher_side.index_select(0, order)  # autograd routes the teacher's gradient back
+    teacher = teacher._replace(hidden=sorted_side) if isinstance(teacher, TeacherHead) else sorted_side
+    total, _, kd_tokens = fused_loss(
+        student_logits, None, None, teacher, weights.index_select(0, order), rows[order], **options
+    )
     return total, torch.empty_like(kd_tokens).index_copy_(0, order, kd_tokens)

@@ -1,4 +1,4 @@
-"""Gemma 3 VLM (``gemma3_vision``) with a Gemma 3 text teacher: METHOD.md invariants 1-5, Gemma specifics, lineage.
+"""Gemma 3 VLM (``gemma3_vision``) with a Gemma 3 text teacher: docs/METHOD.md invariants 1-5, Gemma specifics, lineage.
 
 The tiny student has one sliding-window layer (window 8) and one global layer with different rotary bases,
 ``query_pre_attn_scalar`` != ``head_dim``, eager attention (swift forces it for Gemma 3), 9 soft tokens per image
@@ -61,7 +61,7 @@ def identity_diff(case, distiller=None) -> float:
     return float((got - logits[mask].detach()[:, : distiller.shared_vocab]).abs().max())
 
 
-# --- METHOD.md invariants -------------------------------------------------------------------------------
+# --- docs/METHOD.md invariants ----------------------------------------------------------------------------------------
 
 
 # --- the batch and the tiny model are what the checks need ----------------------------------------------

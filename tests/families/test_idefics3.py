@@ -1,4 +1,4 @@
-"""Idefics3 (SmolVLM's architecture): METHOD.md invariants 1-5, the vision span, the image-token count check,
+"""Idefics3 (SmolVLM's architecture): docs/METHOD.md invariants 1-5, the vision span, the image-token count check,
 and lineage against the real SmolVLM / SmolLM2 / Idefics3 / Llama 3.1 configs.
 
 The student runs in train mode with reentrant gradient checkpointing, as swift trains it. The batch has two
@@ -51,7 +51,7 @@ def test_batch_has_several_images_padding_and_a_text_only_row(case):
     assert real_tiles == [8, 0, 3]
 
 
-# --- METHOD.md invariants ----------------------------------------------------------------------------------
+# --- docs/METHOD.md invariants ----------------------------------------------------------------------------------------
 
 
 # --- vision positions --------------------------------------------------------------------------------------

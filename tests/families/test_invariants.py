@@ -1,4 +1,4 @@
-"""METHOD.md's invariants 1-5 on a tiny student of every supported family (tests/cases.py), trained as swift
+"""docs/METHOD.md's invariants 1-5 on a tiny student of every supported family (tests/support/cases/), trained as swift
 trains: train mode, reentrant gradient checkpointing, a right-padded batch of three (two images, none, one)."""
 
 from __future__ import annotations

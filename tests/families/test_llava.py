@@ -1,4 +1,4 @@
-"""LLaVA-1.5 (``llava1_5_hf``): METHOD.md invariants 1-5, the vocabulary one larger than the teacher's, and
+"""LLaVA-1.5 (``llava1_5_hf``): docs/METHOD.md invariants 1-5, the vocabulary one larger than the teacher's, and
 lineage against the real llava-1.5-7b-hf / Vicuna-1.5 configs.
 
 The student runs in train mode with reentrant gradient checkpointing, as swift trains it; the batch has two
@@ -70,7 +70,7 @@ def test_adapter_reads_the_student_as_swift_loads_it(case):
     assert torch.equal(family.rotary_positions(batch, case.student), torch.arange(ids.shape[1]).expand_as(ids))
 
 
-# --- METHOD.md invariants ----------------------------------------------------------------------------------
+# --- docs/METHOD.md invariants ----------------------------------------------------------------------------------------
 
 
 def test_positions_that_skip_image_tokens_break_identity(case):

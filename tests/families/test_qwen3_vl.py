@@ -1,4 +1,4 @@
-"""Qwen3-VL: METHOD.md invariants 1-5 on a tiny student (gradient checkpointing on, as swift trains), deepstack
+"""Qwen3-VL: docs/METHOD.md invariants 1-5 on a tiny student (gradient checkpointing on, as swift trains), deepstack
 and interleaved M-RoPE checks, and the teacher's lineage from the published config.json values of real checkpoints.
 
 The batch has three samples of different lengths (right padding): two images in one, none in another, one in the

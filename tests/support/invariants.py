@@ -1,4 +1,4 @@
-"""METHOD.md's invariants 1-5 as checks on any ``FamilyCase``; each family's test module runs them all."""
+"""docs/METHOD.md's invariants 1-5 as checks on any ``FamilyCase``; each family's test module runs them all."""
 
 from __future__ import annotations
 

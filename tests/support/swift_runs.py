@@ -19,7 +19,7 @@ OFFLINE = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 
-# The flags every run needs on this CPU machine (SWIFT_NOTES.md): offline, no fp16, no hub checks, few steps.
+# The flags every run needs on this CPU machine (ms-swift 4.6 on a CPU): offline, no fp16, no hub checks, few steps.
 CPU_FLAGS = [
     "--use_hf", "true",
     "--check_model", "false",

@@ -1,4 +1,4 @@
-"""The step loss equals METHOD.md's formula, computed independently in float64 on the full vocabulary.
+"""The step loss equals docs/METHOD.md's formula, computed independently in float64 on the full vocabulary.
 
     L = ( sum_t CE_t  +  lambda * sum_{t in distilled samples} w_i * tau^2 * D_t ) / N
 
