@@ -71,7 +71,7 @@ def _accuracy(result: dict, model: str, test: str) -> float:
 
 
 def test_uses_the_repository_cpu_flags():
-    """The miniature passes swift every flag the other end-to-end tests do (tests/swift_runs.py)."""
+    """The miniature passes swift every flag the other end-to-end tests do (tests/support/swift_runs.py)."""
     from tests.support.swift_runs import CPU_FLAGS as REFERENCE
 
     ours = dict(zip(CPU_FLAGS[::2], CPU_FLAGS[1::2], strict=True))

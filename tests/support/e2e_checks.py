@@ -1,4 +1,4 @@
-"""The two end-to-end checks every family runs through the real `swift sft` (tests/test_e2e_<family>.py)."""
+"""The two end-to-end checks every family runs through the real `swift sft` (tests/e2e/test_<family>.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Every supported family's tiny test student, by swift model_type: the invariants run on all of them.
 
-Adding a family: write its ``cases_<family>.py`` and add one line here.
+Adding a family: write its ``tests/support/cases/<family>.py`` and add one line here.
 """
 
 from __future__ import annotations
