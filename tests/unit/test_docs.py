@@ -37,10 +37,9 @@ def readme_rows() -> dict[str, str]:
 
 def test_every_schema_field_has_a_readme_row_and_every_row_a_field():
     fields, rows = schema_fields(), readme_rows()
-    assert not sorted(set(fields) - set(rows)), (
-        f"schema fields missing from the README table: {set(fields) - set(rows)}"
-    )
-    assert not sorted(set(rows) - set(fields)), f"README rows naming no schema field: {set(rows) - set(fields)}"
+    missing, unknown = sorted(set(fields) - set(rows)), sorted(set(rows) - set(fields))
+    assert not missing, f"schema fields missing from the README table: {missing}"
+    assert not unknown, f"README rows naming no schema field: {unknown}"
 
 
 def test_readme_defaults_are_the_schema_defaults():
