@@ -48,6 +48,7 @@ class RunState:
     teacher_model_type: str | None = None
     shared_vocab: int | None = None
     config_text: str = ""  # the resolved config as saved next to args.json and in every checkpoint
+    bad_rows: Any = None  # row_guard.BadRowCounter: rows swift drops or replaces while training
 
 
 @dataclass
