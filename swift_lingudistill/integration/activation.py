@@ -15,6 +15,7 @@ from ..tagging import Tagger
 from .dataset_tagging import extend_dataset_columns
 from .flag_checks import check_monitor_needs_the_loss, check_swift_flags
 from .preflight import run_preflight
+from .redaction import redact_logs
 from .resume import check_run_folder, load_or_resume_config, save_resolved_config, saved_config
 from .row_guard import BadRowCounter
 from .run_state import LOSS_TYPE, PluginUsageError, RunState, set_active_run, set_active_tagging
@@ -63,12 +64,14 @@ def activate(args: Any) -> RunState | None:
             f"Fix: add --loss_type {LOSS_TYPE}, or unset {CONFIG_ENV} to train without LinguDistill."
         )
     config, source = load_or_resume_config(saved, path)
+    redact_logs(config)
     family = family_for(getattr(args, "model_type", None))
     check_swift_flags(args, config)
     check_run_folder(args)
     _init_deepspeed_comm_on_cpu(args)
     state = RunState(config=config, config_path=source, args=args, family=family, tagger=Tagger(config.tagging))
     check_teacher(state)
+    redact_logs(config, {"teacher.model": state.teacher_dir} if state.teacher_dir else None)
     extend_dataset_columns(config)
     run_preflight(state)
     state.bad_rows = BadRowCounter(config.preflight.max_bad_rows)

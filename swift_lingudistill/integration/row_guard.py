@@ -9,9 +9,12 @@ of that dataset instead; it behaves as swift's own when LinguDistill is not in u
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from swift.dataset import LazyLLMDataset
@@ -26,6 +29,12 @@ __all__ = ["BadRowCounter", "BadRowsError", "BadRowsMetric", "GuardedLazyDataset
 
 logger = get_logger()
 _LOGGED = 10  # bad rows described in the log, per process
+_MAX_HASHES = 1_000_000  # distinct rows remembered (8 MB); past it, repeats of a bad row count again
+
+
+def _row_key(row: Any) -> int:
+    text = json.dumps(row, sort_keys=True, default=str).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little", signed=True)
 
 
 class BadRowsError(RuntimeError):
@@ -33,26 +42,37 @@ class BadRowsError(RuntimeError):
 
 
 class BadRowCounter:
-    """Bad rows of one training process, shared with its dataloader workers (inherited when they start)."""
+    """Distinct bad rows of one training process, shared with its dataloader workers (inherited when they start).
+
+    A row is counted once however often it is drawn (swift's own preview of row 0, every epoch, any worker): its
+    content's hash is kept in shared memory, up to ``allowed + 1`` of them, which is all the verdict needs.
+    """
 
     def __init__(self, allowed: int) -> None:
         self.allowed = allowed
-        self._total = multiprocessing.Value("q", 0)
+        self._capacity = min(allowed + 1, _MAX_HASHES)
+        self._hashes = multiprocessing.Array("q", self._capacity)  # its lock guards the count as well
+        self._count = multiprocessing.Value("q", 0, lock=False)
         self._reported = 0  # what the metric has logged so far (training process only)
         self.last: str = ""
 
     @property
     def total(self) -> int:
-        return int(self._total.value)
+        return int(self._count.value)
 
-    def add(self, row: Any, error: Exception) -> int:
-        with self._total.get_lock():
-            self._total.value += 1
-            number = int(self._total.value)
+    def add(self, row: Any, error: Exception) -> None:
+        key = _row_key(row)
+        with self._hashes.get_lock():
+            count = int(self._count.value)
+            seen = np.frombuffer(self._hashes.get_obj(), dtype=np.int64)[: min(count, self._capacity)]
+            if bool((seen == key).any()):
+                return
+            if count < self._capacity:
+                self._hashes[count] = key
+            self._count.value = count + 1
         self.last = _describe(row, error)
-        if number <= _LOGGED:
-            logger.warning(f"LinguDistill: bad row {number} (preflight.max_bad_rows: {self.allowed}): {self.last}")
-        return number
+        if count < _LOGGED:
+            logger.warning(f"LinguDistill: bad row {count + 1} (preflight.max_bad_rows: {self.allowed}): {self.last}")
 
     def error(self) -> BadRowsError | None:
         if self.total <= self.allowed:

@@ -31,7 +31,7 @@ TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("swift: the pre-flight", ("integration.preflight", "integration.dataset_scan")),
     ("swift: one job each", ("integration.flag_checks", "integration.teacher_resolution",
                              "integration.teacher_loading", "integration.resume", "integration.dataset_tagging",
-                             "integration.row_guard")),
+                             "integration.row_guard", "integration.redaction")),
     ("swift: leaves", ("integration.run_state", "integration.version")),
     ("core: one training step", ("distiller",)),
     ("core: pre-flight checks", ("preflight", "preflight.*")),
