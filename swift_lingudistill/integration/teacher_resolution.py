@@ -96,7 +96,10 @@ def resolve_teacher(model: str, model_type: str | None, args: Any, trust_remote_
             "Fix: point it at the teacher's checkpoint folder, or a hub id you can download."
         ) from None
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise PluginUsageError(f"teacher.model {model!r}: {model_dir} has no config.json; it is not a checkpoint.")
+        raise PluginUsageError(
+            f"teacher.model {model!r}: {model_dir} has no config.json; it is not a checkpoint. Fix: point "
+            "teacher.model at the folder that holds the LM's config.json and weights."
+        )
     reasons = remote_code_reasons(model_dir)
     if reasons and not trust_remote_code:
         raise PluginUsageError(

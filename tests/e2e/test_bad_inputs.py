@@ -275,7 +275,7 @@ def _validate_path(path, capfd):
     return Outcome(code, captured.out + captured.err)
 
 
-REAL = [c for c in CASES if c.id in ("teacher-remote-code", "distill-maybe", "add-version-false-over-a-run")]
+REAL = [c for c in CASES if c.id in ("teacher-remote-code", "add-version-false-over-a-run")]
 
 
 @pytest.mark.slow
