@@ -82,6 +82,7 @@ class RunState:
     teacher_dir: str | None = None  # None for `self`
     teacher_model_type: str | None = None
     shared_vocab: int | None = None
+    rotary_rebase: bool = False  # the teacher rotates at another base: the shared keys are re-based
     config_text: str = ""  # the resolved config as saved next to args.json and in every checkpoint
 
 
@@ -410,7 +411,16 @@ def _check_teacher(state: RunState) -> None:
             "teacher is the text-only LM the student was built from. Fix: point teacher.model at that LM, or "
             "use `model: self`."
         )
-    check_lineage(state.family.lineage(student_config), teacher_lineage(teacher_config), teacher.model)
+    rotary = check_lineage(
+        state.family.lineage(student_config),
+        teacher_lineage(teacher_config),
+        teacher.model,
+        rebase_rotary=state.config.kv_share.rebase_rotary,
+        max_length=getattr(state.args, "max_length", None),
+    )
+    state.rotary_rebase = rotary.rebase
+    if rotary.note and not rotary.rebase:  # a re-base is logged once, when the teacher is built
+        logger.info(f"LinguDistill: {rotary.note}")
     state.family.check_teacher_config(teacher_config)
     student_rows = int(state.family.text_config(student_config).vocab_size)
     teacher_rows = int(teacher_config.vocab_size)

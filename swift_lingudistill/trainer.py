@@ -110,6 +110,10 @@ class LinguDistillTrainer(Seq2SeqTrainer):
             # Only the teacher reads them: a batch that distils nothing skips get_rope_index and the vision scan.
             ctx.rotary = distiller.family.rotary_positions(inputs, self.model)
             ctx.vision = distiller.family.vision_mask(input_ids, _config(self.model))
+            if distiller.rebase is not None:  # per-frequency (M-RoPE: 3-D) positions for the re-based keys
+                ctx.rotary_frequency = distiller.family.frequency_positions(
+                    inputs, self.model, distiller.rebase.frequencies
+                )
         return ctx
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
