@@ -212,8 +212,17 @@ class RotaryRebase:
     @classmethod
     def between(cls, student_decoder: nn.Module, teacher_decoder: nn.Module) -> RotaryRebase:
         """From the two decoders' live rotary embeddings (the frequencies the models really use)."""
-        s, t = _rotary_of(student_decoder), _rotary_of(teacher_decoder)
-        return cls(s.inv_freq, t.inv_freq, getattr(s, "attention_scaling", 1.0), getattr(t, "attention_scaling", 1.0))
+        return cls.from_rotary(_rotary_of(student_decoder), _rotary_of(teacher_decoder))
+
+    @classmethod
+    def from_rotary(cls, student: nn.Module, teacher: nn.Module) -> RotaryRebase:
+        """From two transformers rotary-embedding modules (``inv_freq`` and ``attention_scaling``)."""
+        return cls(
+            student.inv_freq,
+            teacher.inv_freq,
+            getattr(student, "attention_scaling", 1.0),
+            getattr(teacher, "attention_scaling", 1.0),
+        )
 
     @property
     def frequencies(self) -> int:

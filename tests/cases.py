@@ -45,6 +45,22 @@ def _idefics3() -> FamilyCase:
     return idefics3_case(idefics3_tokenizers()[1])
 
 
+def _internvl() -> FamilyCase:
+    from cases_internvl import internvl_case
+
+    from swift_lingudistill.tiny.internvl import internvl_tokenizer
+
+    return internvl_case(internvl_tokenizer())
+
+
+def _llava_onevision() -> FamilyCase:
+    from cases_llava_onevision import llava_onevision_case
+
+    from swift_lingudistill.tiny.llava_onevision import llava_onevision_tokenizers
+
+    return llava_onevision_case(llava_onevision_tokenizers()[1])
+
+
 def _gemma3() -> FamilyCase:
     from cases_gemma3 import gemma3_case
 
@@ -58,4 +74,6 @@ CASE_BUILDERS: dict[str, Callable[[], FamilyCase]] = {
     "llava1_5_hf": _llava,
     "idefics3": _idefics3,
     "gemma3_vision": _gemma3,
+    "internvl": _internvl,
+    "llava_onevision_hf": _llava_onevision,
 }
