@@ -420,7 +420,9 @@ def _check_teacher(state: RunState) -> None:
     )
     state.rotary_rebase = rotary.rebase
     if rotary.note and not rotary.rebase:  # a re-base is logged once, when the teacher is built
-        logger.info(f"LinguDistill: {rotary.note}")
+        from swift.utils import get_logger
+
+        get_logger().info(f"LinguDistill: {rotary.note}")
     state.family.check_teacher_config(teacher_config)
     student_rows = int(state.family.text_config(student_config).vocab_size)
     teacher_rows = int(teacher_config.vocab_size)

@@ -208,3 +208,30 @@ def test_fixed_scalings_compose_with_any_base():
     for student in (_info(5e5, "llama3", 8.0), _info(1e4, "linear", 4.0), _info(1e6, "dynamic", 2.0)):
         plan = reconcile_rotary(student, _info(5e6), rebase_enabled=True, max_length=4096)
         assert plan.rebase and plan.refusal is None and "re-based exactly" in plan.note
+
+
+def test_a_run_rebases_by_default_and_refuses_when_told_not_to(tmp_path):
+    """The plugin's own pre-load check (integration._check_teacher) on the Qwen3-VL/Qwen3 configs: re-basing is on
+    by default and recorded for the teacher's construction; ``rebase_rotary: false`` stops the run before any
+    weights load."""
+    from types import SimpleNamespace
+
+    from swift_lingudistill.config import config_from_dict
+    from swift_lingudistill.integration import RunState, _check_teacher
+    from swift_lingudistill.tiny.qwen3_vl import qwen3_tokenizer
+
+    tokenizer = qwen3_tokenizer()
+    for name, data in (("student", QWEN3_VL_8B_INSTRUCT), ("teacher", QWEN3_8B)):
+        _config(tmp_path, name, data)
+        tokenizer.save_pretrained(tmp_path / name)  # the same tokenizer files: compared without loading twice
+
+    def state(kv_share: dict) -> RunState:
+        config = config_from_dict({"teacher": {"model": str(tmp_path / "teacher")}, "kv_share": kv_share})
+        args = SimpleNamespace(model=str(tmp_path / "student"), use_hf=True, max_length=4096)
+        return RunState(config=config, config_path="test", args=args, family=family_for("qwen3_vl"), tagger=None)
+
+    accepted = state({})
+    _check_teacher(accepted)
+    assert accepted.rotary_rebase is True and accepted.teacher_model_type == "qwen3"
+    with pytest.raises(LineageError, match=r"kv_share\.rebase_rotary is false"):
+        _check_teacher(state({"rebase_rotary": False}))

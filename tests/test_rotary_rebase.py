@@ -211,3 +211,35 @@ def test_the_familys_3d_positions_turn_captured_keys_into_the_base_b_students(pa
         assert wrong.max() <= 1e-5
     else:
         assert wrong[vision].max() > 1e-2 and wrong[~vision].max() <= 1e-5  # text tokens: T = H = W
+
+
+def test_the_trainer_hands_the_distiller_per_frequency_positions_when_it_rebases():
+    """LinguDistillTrainer._batch_context: swift's [3, B, L] position_ids -> [B, L, F] per-frequency positions in
+    Qwen3-VL's interleaved layout, only when the distiller re-bases (and only for a batch that distils)."""
+    from types import SimpleNamespace
+
+    from swift_lingudistill.tagging import Decision, encode_channel
+    from swift_lingudistill.trainer import LinguDistillTrainer
+
+    family = family_for("qwen3_vl")
+    positions = _positions_3d(2, 6)  # [3, B, L]
+    text = SimpleNamespace(rope_parameters={"mrope_section": [4, 2, 2]})
+    config = SimpleNamespace(image_token_id=151655, video_token_id=151656, text_config=text)
+    trainer = object.__new__(LinguDistillTrainer)
+    trainer.template = SimpleNamespace(padding_free=False)
+    trainer.model = SimpleNamespace(config=config)
+    inv = torch.ones(8)
+    for rebase in (RotaryRebase(inv, inv * 2), None):
+        trainer.lingudistill = SimpleNamespace(family=family, will_distill=lambda ctx: True, rebase=rebase)
+        inputs = {
+            "input_ids": torch.ones(2, 6, dtype=torch.long),
+            "labels": torch.full((2, 6), -100),
+            "position_ids": positions,
+            "channel": [encode_channel(None, Decision(1.0, "x"))] * 2,
+        }
+        ctx = trainer._batch_context(inputs)
+        if rebase is None:
+            assert ctx.rotary_frequency is None
+        else:
+            want = frequency_positions(positions, interleaved_components([4, 2, 2], 8))
+            assert torch.equal(ctx.rotary_frequency, want) and torch.equal(ctx.rotary, positions[0])

@@ -17,7 +17,9 @@ def bare_trainer(padding_free: bool) -> LinguDistillTrainer:
     trainer = object.__new__(LinguDistillTrainer)
     trainer.template = SimpleNamespace(padding_free=padding_free)
     # lambda > 0: a batch with a distilled sample needs the teacher (Distiller.will_distill)
-    trainer.lingudistill = SimpleNamespace(family=family_for("qwen2_5_vl"), will_distill=lambda ctx: ctx.any_distilled)
+    trainer.lingudistill = SimpleNamespace(
+        family=family_for("qwen2_5_vl"), will_distill=lambda ctx: ctx.any_distilled, rebase=None
+    )
     trainer.model = SimpleNamespace(config=SimpleNamespace(image_token_id=151655, video_token_id=151656))
     return trainer
 
