@@ -132,7 +132,7 @@ def _qwen_pair(name: str):
 
 def _idefics3_pair(name: str):
     size_a = TinySize(**{**IDEFICS3_SIZE.__dict__, "layers": 1, "rope_theta": 273768.0})  # SmolVLM-Instruct's base
-    size_b = TinySize(**{**size_a.__dict__, "rope_theta": 130000.0})  # SmolLM2-1.7B-Instruct's
+    size_b = TinySize(**{**size_a.__dict__, "rope_theta": MODEL_BASE_B})  # not SmolLM2's 130000: see MODEL_BASE_B
     student_a = make_idefics3(size_a, seed=0, lm=make_llama3_lm(size_a, seed=0, vocab=IDEFICS3_VOCAB))
     student_b = make_idefics3(size_b, seed=0)
     teacher = make_llama3_lm(size_b, seed=0, vocab=IDEFICS3_VOCAB)
