@@ -2,10 +2,11 @@
 
 Invariants (issue 14):
 (a) one-layer students: a teacher at base B reading the re-based keys of a student at base A gives the logits of
-    the same student rebuilt at base B (float32 rounding), for 1-D RoPE, Qwen2.5-VL's sectioned and Qwen3-VL's
-    interleaved M-RoPE; without re-basing, or with M-RoPE positions read as 1-D, they differ;
+    the same student rebuilt at base B (float32 rounding), for 1-D RoPE (Idefics3) and Qwen3-VL's interleaved
+    M-RoPE; without re-basing, or with M-RoPE positions read as 1-D, they differ;
 (b) re-basing A -> A is the identity;
-(c) the per-frequency 3-D positions follow transformers' own rotary embeddings (the independent reference).
+(c) the per-frequency 3-D positions follow transformers' own rotary embeddings (the independent reference), for
+    Qwen2.5-VL's sectioned and Qwen3-VL's interleaved layouts.
 One layer, because a deeper student at another base has other hidden states at the image positions after its
 first layer (image tokens attend to each other at that base), so only layer 0's keys are the same pre-RoPE keys.
 """
@@ -33,7 +34,6 @@ from swift_lingudistill.rope_rebase import (
 from swift_lingudistill.tiny.common import TinySize
 from swift_lingudistill.tiny.idefics3 import IDEFICS3_SIZE, IDEFICS3_VOCAB, make_idefics3, make_llama3_lm
 from swift_lingudistill.tiny.idefics3 import make_idefics3_processor as idefics3_processor
-from swift_lingudistill.tiny.qwen import make_qwen2_lm, make_qwen_vl, make_qwen_vl_processor
 from swift_lingudistill.tiny.qwen3_vl import make_qwen3_lm, make_qwen3_vl, make_qwen3_vl_processor, qwen3_tokenizer
 
 BASE_A, BASE_B = 5_000_000.0, 1_000_000.0  # Qwen3-VL's and Qwen3's published bases
@@ -93,6 +93,17 @@ def test_rebased_keys_equal_keys_rotated_at_the_other_base_at_the_same_3d_positi
     assert (rebase.key_rotation(frequency_positions(positions, other(section, 8)))(at_a) - at_b).abs().max() > 0.1
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_the_family_adapters_read_their_layout_from_the_config(layout):
+    """Qwen2-VL / Qwen2.5-VL adapters give the sectioned map, Qwen3-VL's the interleaved one, from mrope_section."""
+    config_cls, _, section, interleaved, components_of = LAYOUTS[layout]
+    name = "qwen3_vl" if interleaved else "qwen2_5_vl"
+    text = _mrope_text_config(config_cls, BASE_A, section, interleaved)
+    config = config_cls(text_config=text.to_dict())
+    assert torch.equal(family_for(name).frequency_components(config, 8), components_of(section, 8))
+    assert torch.equal(family_for("llava1_5_hf").frequency_components(config, 8), torch.zeros(8, dtype=torch.long))
+
+
 def test_rebasing_a_to_a_is_the_identity():
     """(b) with and without a cos/sin scale (YaRN's attention factor), to float32 rounding."""
     inv_freq = 1.0 / (BASE_A ** (torch.arange(0, 16, 2).float() / 16))
@@ -117,16 +128,11 @@ def test_values_and_dtypes_and_partial_rotary_dims():
 # --- (a): one-layer students, through the distiller and the KV router ----------------------------------------
 
 
-def _qwen_pair(name: str):
+def _qwen3_vl_pair(name: str):
     size_a, size_b = TinySize(layers=1, rope_theta=BASE_A), TinySize(layers=1, rope_theta=MODEL_BASE_B)
-    if name == "qwen3_vl":
-        student_a = make_qwen3_vl(size_a, seed=0, lm=make_qwen3_lm(size_a, seed=0))
-        student_b, teacher = make_qwen3_vl(size_b, seed=0), make_qwen3_lm(size_b, seed=0)
-        processor = make_qwen3_vl_processor(qwen3_tokenizer())
-    else:
-        student_a = make_qwen_vl(name, size_a, seed=0, lm=make_qwen2_lm(size_a, seed=0))
-        student_b, teacher = make_qwen_vl(name, size_b, seed=0), make_qwen2_lm(size_b, seed=0)
-        processor = make_qwen_vl_processor(name)
+    student_a = make_qwen3_vl(size_a, seed=0, lm=make_qwen3_lm(size_a, seed=0))
+    student_b, teacher = make_qwen3_vl(size_b, seed=0), make_qwen3_lm(size_b, seed=0)
+    processor = make_qwen3_vl_processor(qwen3_tokenizer())
     return student_a, student_b, teacher, lambda student, seed: make_batch(processor, student, images_seed=seed)
 
 
@@ -140,9 +146,10 @@ def _idefics3_pair(name: str):
     return student_a, student_b, teacher, lambda student, seed: make_idefics3_batch(processor, seed)
 
 
-PAIRS = {"qwen2_5_vl": _qwen_pair, "qwen3_vl": _qwen_pair, "idefics3": _idefics3_pair}
+# Qwen3-VL (interleaved M-RoPE, the published pair) and Idefics3 (1-D RoPE, SmolVLM's architecture) through the
+# models; Qwen2.5-VL's sectioned layout is checked against its rotary embedding above and its family map below.
+PAIRS = {"qwen3_vl": _qwen3_vl_pair, "idefics3": _idefics3_pair}
 FORWARD_KEYS = {
-    "qwen2_5_vl": ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "position_ids"),
     "qwen3_vl": ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "position_ids"),
     "idefics3": ("input_ids", "attention_mask", "pixel_values", "pixel_attention_mask"),
 }
