@@ -261,13 +261,16 @@ class KeyRotation:
     cos_t: torch.Tensor  # the teacher's
     sin_t: torch.Tensor
 
+    def __post_init__(self) -> None:
+        # The student's scaling^2 (1 without attention scaling, up to rounding): once per batch, not per layer.
+        self._scale = self.cos_s.square() + self.sin_s.square()
+
     def __call__(self, keys: torch.Tensor) -> torch.Tensor:
         """[B', Hkv, L, D] -> same shape and dtype; computed in float32."""
         rot = self.cos_s.shape[-1]
         k = keys.float()
         k_rot, k_pass = k[..., :rot], k[..., rot:]  # partial rotary: only the first R dims turn
-        scale = self.cos_s.square() + self.sin_s.square()  # student's scaling^2 (1 without attention scaling)
         # Inverse of y = k*cos + rotate_half(k)*sin (a scaled rotation): k = (y*cos - rotate_half(y)*sin) / scale
-        pre = (k_rot * self.cos_s - _rotate_half(k_rot) * self.sin_s) / scale
+        pre = (k_rot * self.cos_s - _rotate_half(k_rot) * self.sin_s) / self._scale
         turned = pre * self.cos_t + _rotate_half(pre) * self.sin_t
         return torch.cat([turned, k_pass], dim=-1).to(keys.dtype)
