@@ -15,7 +15,15 @@ from typing import Any
 
 import torch
 
-from .common import TinySize, atomic_build_dir, default_cache_dir, load_parent_lm, perturb_, save_checkpoint
+from .common import (
+    TinySize,
+    atomic_build_dir,
+    copy_text_lm,
+    default_cache_dir,
+    load_parent_lm,
+    perturb_,
+    save_checkpoint,
+)
 from .qwen import QWEN_GENERATION, build_qwen2_lm, qwen_tokenizer
 from .qwen3_vl import build_qwen3_vl_dataset
 
@@ -130,23 +138,10 @@ def make_internvl(
     )
     model = InternVLForConditionalGeneration(config).eval()
     if lm is not None:
-        _load_text_lm(model, lm, size.vocab)
+        copy_text_lm(model.model.language_model, model.lm_head, lm)
     if perturb > 0:
         perturb_([model.model.language_model, model.lm_head], perturb, seed + 1)
     return model
-
-
-def _load_text_lm(model: torch.nn.Module, lm: torch.nn.Module, rows: int) -> None:
-    """The LM's weights into the VLM's language model; embedding and head rows cut to the VLM's ``rows``."""
-    source = lm.model.state_dict()
-    embed = source.pop("embed_tokens.weight")  # [V_lm, H]
-    target = model.model.language_model
-    result = target.load_state_dict(source, strict=False)
-    if result.missing_keys != ["embed_tokens.weight"] or result.unexpected_keys:
-        raise RuntimeError(f"the text LM does not fit the student's language model: {result}")
-    with torch.no_grad():
-        target.embed_tokens.weight.copy_(embed[:rows])
-        model.lm_head.weight.copy_(lm.lm_head.weight[:rows])
 
 
 def make_internvl_processor(tokenizer=None):

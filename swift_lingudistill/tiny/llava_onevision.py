@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .common import TinySize, load_parent_lm, perturb_, save_checkpoint
+from .common import TinySize, copy_text_lm, load_parent_lm, perturb_, save_checkpoint
 from .qwen import QWEN_GENERATION, make_qwen2_lm, qwen_vocab_tokenizer
 from .qwen3_vl import build_qwen3_vl_dataset
 
@@ -117,15 +117,7 @@ def make_llava_onevision(
     )
     model = LlavaOnevisionForConditionalGeneration(config).eval()
     if lm is not None:
-        source = lm.model.state_dict()
-        embed = source.pop("embed_tokens.weight")  # [V_lm, H] into the student's [V, H]
-        target = model.model.language_model
-        result = target.load_state_dict(source, strict=False)
-        if result.missing_keys != ["embed_tokens.weight"] or result.unexpected_keys:
-            raise RuntimeError(f"the text LM does not fit the student's language model: {result}")
-        with torch.no_grad():
-            target.embed_tokens.weight[: embed.shape[0]].copy_(embed)
-            model.lm_head.weight[: embed.shape[0]].copy_(lm.lm_head.weight)
+        copy_text_lm(model.model.language_model, model.lm_head, lm)
     if perturb > 0:
         perturb_([model.model.language_model, model.lm_head], perturb, seed + 1)
     return model
