@@ -9,7 +9,7 @@ from torch import nn
 
 from ..rope_rebase import RotaryInfo, frequency_positions
 
-__all__ = ["FamilyAdapter", "LineageSpec", "UnsupportedFamily", "lineage_of"]
+__all__ = ["FamilyAdapter", "LineageSpec", "lineage_of", "unwrap_model"]
 
 
 class LineageSpec(dict):
@@ -113,7 +113,7 @@ class FamilyAdapter:
         raise NotImplementedError
 
     def lm_head(self, model: nn.Module) -> nn.Module:
-        return _unwrap(model).lm_head
+        return unwrap_model(model).lm_head
 
     def attention_modules(self, decoder: nn.Module) -> list[nn.Module]:
         """One attention module per layer, in layer order."""
@@ -149,11 +149,11 @@ class FamilyAdapter:
 
     def frequency_positions(self, batch: dict[str, Any], model: nn.Module, n_freq: int) -> torch.Tensor:
         """[B, L, F] long: the position each rotary frequency of each token was turned by in the student."""
-        components = self.frequency_components(_unwrap(model).config, n_freq)
+        components = self.frequency_components(unwrap_model(model).config, n_freq)
         return frequency_positions(self.rotary_components(batch, model), components)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The transformers model under DDP / DeepSpeed (``.module``) and PEFT (``get_base_model()``) wrappers."""
     for _ in range(4):
         if hasattr(model, "get_base_model"):  # peft.PeftModel
@@ -163,12 +163,3 @@ def _unwrap(model: nn.Module) -> nn.Module:
         else:
             break
     return model
-
-
-class UnsupportedFamily(FamilyAdapter):
-    """A family LinguDistill recognises but refuses, with the measured reason (never a silently wrong teacher)."""
-
-    reason: str = ""
-
-    def refusal(self, model_type: str | None) -> str:
-        return f"LinguDistill does not support the student model_type {model_type!r}: {self.reason}"

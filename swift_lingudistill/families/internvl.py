@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from .base import FamilyAdapter, _unwrap
+from .base import FamilyAdapter, unwrap_model
 
 __all__ = ["InternVLFamily", "InternVLUnsupportedConfigError"]
 
@@ -57,7 +57,7 @@ class InternVLFamily(FamilyAdapter):
         return context, context - 2, context - 1
 
     def language_model(self, model: nn.Module) -> nn.Module:
-        return _unwrap(model).model.language_model
+        return unwrap_model(model).model.language_model
 
     def features_per_tile(self, config: Any) -> int:
         """``<IMG_CONTEXT>`` tokens one tile fills: (image_size / patch_size)^2 patches, pixel-shuffled by
@@ -76,7 +76,7 @@ class InternVLFamily(FamilyAdapter):
         input_ids = batch.get("input_ids")
         if input_ids is None:
             return
-        config = _unwrap(model).config
+        config = unwrap_model(model).config
         tokens = int((input_ids == int(config.image_token_id)).sum())
         pixel_values = batch.get("pixel_values")
         tiles = 0 if pixel_values is None else int(pixel_values.shape[0])

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import FamilyAdapter, _unwrap
+from .base import FamilyAdapter, unwrap_model
 
 __all__ = ["LlavaOnevisionFamily", "image_feature_count"]
 
@@ -35,14 +35,14 @@ class LlavaOnevisionFamily(FamilyAdapter):
         return int(config.image_token_index), int(config.video_token_index)
 
     def language_model(self, model: nn.Module) -> nn.Module:
-        return _unwrap(model).model.language_model
+        return unwrap_model(model).model.language_model
 
     def check_batch(self, batch: dict[str, Any], model: nn.Module) -> None:
         """Stop when an image's ``<image>`` run differs from the features the model makes of that image."""
         input_ids = batch.get("input_ids")
         if input_ids is None:
             return
-        config = _unwrap(model).config
+        config = unwrap_model(model).config
         runs = _runs(input_ids, int(config.image_token_index))  # [(row, length)] in batch order
         sizes = batch.get("image_sizes")
         sizes = [] if sizes is None or batch.get("pixel_values") is None else sizes.reshape(-1, 2).tolist()

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from ..rope_rebase import sectioned_components
-from .base import FamilyAdapter, _unwrap
+from .base import FamilyAdapter, unwrap_model
 
-__all__ = ["Qwen2VLFamily"]
+__all__ = ["Qwen2VLFamily", "mrope_section"]
 
 
 class Qwen2VLFamily(FamilyAdapter):
@@ -26,7 +26,7 @@ class Qwen2VLFamily(FamilyAdapter):
     hf_model_types = ("qwen2_vl", "qwen2_5_vl")
 
     def language_model(self, model: nn.Module) -> nn.Module:
-        return _unwrap(model).model.language_model
+        return unwrap_model(model).model.language_model
 
     def rotary_positions(self, batch: dict[str, Any], model: nn.Module) -> torch.Tensor:
         # For text tokens the temporal row is the 1-D rotary position.
@@ -36,7 +36,7 @@ class Qwen2VLFamily(FamilyAdapter):
         """[3, B, L] (temporal, height, width) M-RoPE positions, as the student used them."""
         position_ids = batch.get("position_ids")
         if position_ids is None:
-            inner = _unwrap(model).model
+            inner = unwrap_model(model).model
             position_ids, _ = inner.get_rope_index(
                 batch["input_ids"],
                 image_grid_thw=batch.get("image_grid_thw"),
@@ -51,10 +51,10 @@ class Qwen2VLFamily(FamilyAdapter):
 
     def frequency_components(self, config: Any, n_freq: int) -> torch.Tensor:
         """Sectioned M-RoPE: consecutive blocks of frequencies follow T, H and W (``mrope_section``)."""
-        return sectioned_components(_mrope_section(config), n_freq)
+        return sectioned_components(mrope_section(config), n_freq)
 
 
-def _mrope_section(config: Any) -> list[int]:
+def mrope_section(config: Any) -> list[int]:
     text = getattr(config, "text_config", config)
     params = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None) or {}
     section = params.get("mrope_section")

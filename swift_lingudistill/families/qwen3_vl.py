@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from ..rope_rebase import interleaved_components
-from .base import _unwrap
-from .qwen2_vl import Qwen2VLFamily, _mrope_section
+from .base import unwrap_model
+from .qwen2_vl import Qwen2VLFamily, mrope_section
 
 __all__ = ["Qwen3VLFamily"]
 
@@ -33,7 +33,7 @@ class Qwen3VLFamily(Qwen2VLFamily):
 
     def rotary_components(self, batch: dict[str, Any], model: nn.Module) -> torch.Tensor:
         if batch.get("position_ids") is None and batch.get("mm_token_type_ids") is None:
-            config = _unwrap(model).config
+            config = unwrap_model(model).config
             ids = batch["input_ids"]
             types = (ids == config.image_token_id).long() + 2 * (ids == config.video_token_id).long()  # [B, L]
             batch = {**batch, "mm_token_type_ids": types}
@@ -44,4 +44,4 @@ class Qwen3VLFamily(Qwen2VLFamily):
     def frequency_components(self, config: Any, n_freq: int) -> torch.Tensor:
         """Interleaved M-RoPE: H and W take every third frequency (1, 4, 7, ... and 2, 5, 8, ...) up to 3x their
         section; the others follow T (transformers' ``Qwen3VLTextRotaryEmbedding.recomposition_frequencies``)."""
-        return interleaved_components(_mrope_section(config), n_freq)
+        return interleaved_components(mrope_section(config), n_freq)

@@ -17,7 +17,6 @@ __all__ = [
     "GenerationIds",
     "TinySize",
     "atomic_build_dir",
-    "copy_text_lm",
     "default_cache_dir",
     "load_parent_lm",
     "perturb_",
@@ -114,23 +113,6 @@ def load_parent_lm(lm_dir: str | Path | None) -> torch.nn.Module | None:
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32)
-
-
-def copy_text_lm(language_model: torch.nn.Module, head: torch.nn.Module, lm: torch.nn.Module) -> None:
-    """A text LM's weights into a VLM's language model and head, as real VLMs start from their LM.
-
-    Embedding and output rows may differ in number (a VLM adds image tokens or pads its vocabulary differently):
-    the rows both have are copied, the VLM's others keep their random init.
-    """
-    source = lm.model.state_dict()
-    embed = source.pop("embed_tokens.weight")  # [V_lm, H]
-    result = language_model.load_state_dict(source, strict=False)
-    if result.missing_keys != ["embed_tokens.weight"] or result.unexpected_keys:
-        raise RuntimeError(f"the text LM does not fit the VLM's language model: {result}")
-    rows = min(embed.shape[0], language_model.embed_tokens.weight.shape[0])
-    with torch.no_grad():
-        language_model.embed_tokens.weight[:rows].copy_(embed[:rows])
-        head.weight[:rows].copy_(lm.lm_head.weight[:rows])
 
 
 def save_checkpoint(out_dir: str | Path, model: torch.nn.Module, processor: Any, ids: GenerationIds) -> Path:

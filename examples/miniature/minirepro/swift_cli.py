@@ -25,7 +25,7 @@ OFFLINE_ENV = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
-# tests/swift_runs.py's CPU_FLAGS (SWIFT_NOTES.md), except that the last checkpoint is saved: it is measured.
+# tests/support/swift_runs.py's CPU_FLAGS, except that the last checkpoint is saved: it is measured.
 CPU_FLAGS = [
     "--use_hf", "true",
     "--check_model", "false",
