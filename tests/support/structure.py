@@ -37,6 +37,7 @@ TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core: pre-flight checks", ("preflight", "preflight.*")),
     ("core: teacher and KV sharing", ("teacher", "kv_share")),
     ("core: model families", ("families", "families.*")),
+    ("core: rotary re-basing", ("rope_rebase",)),
     ("core: losses", ("losses", "loss_inputs", "divergences")),
     ("core: tagging", ("tagging",)),
     ("core: configuration", ("config", "config.*")),
