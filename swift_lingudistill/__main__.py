@@ -40,12 +40,22 @@ def _validate(ns: argparse.Namespace) -> int:
 
 def _tag_report(ns: argparse.Namespace) -> int:
     from .integration.tag_report import tag_report
+    from .preflight import PreflightError
+    from .tagging import TaggingError
 
     config = _load(ns.config)
     if config is None:
         return 2
-    report = tag_report(config, ns.dataset, num_proc=ns.num_proc)
-    print(report.format(title=f"LinguDistill tagging of {', '.join(ns.dataset)} with {ns.config}"))
+    options = {k: getattr(ns, k) for k in ("model", "model_type", "template", "max_length", "max_rows")}
+    try:  # the pre-flight's own messages, without a traceback: they name the row and the fix
+        result = tag_report(config, ns.dataset, num_proc=ns.num_proc, **options)
+    except (PreflightError, TaggingError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(result.format(title=f"LinguDistill tagging of {', '.join(ns.dataset)} with {ns.config}"))
+    if result.error is not None:
+        print(result.error, file=sys.stderr)
+        return 2
     return 0
 
 
@@ -74,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="the plugin config YAML")
     p.add_argument("--dataset", required=True, nargs="+", help="what you give swift's --dataset (paths or ids)")
     p.add_argument("--num_proc", type=int, default=1, help="processes for loading, as swift's --dataset_num_proc")
+    p.add_argument("--model", help="the student, as swift's --model: rows longer than --max_length are not counted")
+    p.add_argument("--model_type", help="as swift's --model_type")
+    p.add_argument("--template", help="as swift's --template")
+    p.add_argument("--max_length", type=int, help="as swift's --max_length (default: the model's)")
+    p.add_argument("--max_rows", type=int, help="rows read per local file (default: every row)")
     p.set_defaults(run=_tag_report)
 
     p = sub.add_parser("build-demo", help="build the demo's tiny teacher LM, degraded VLM and mixed dataset")

@@ -5,6 +5,7 @@ reading it from YAML with every problem reported (``loading``). Import the names
 from .loading import CONFIG_ENV as CONFIG_ENV
 from .loading import ConfigError as ConfigError
 from .loading import config_from_dict as config_from_dict
+from .loading import displayed_value as displayed_value
 from .loading import dump_config as dump_config
 from .loading import format_validation_error as format_validation_error
 from .loading import load_config as load_config
@@ -16,6 +17,7 @@ from .schema import KVShareConfig as KVShareConfig
 from .schema import LinguDistillConfig as LinguDistillConfig
 from .schema import LossConfig as LossConfig
 from .schema import MonitorConfig as MonitorConfig
+from .schema import PreflightConfig as PreflightConfig
 from .schema import TaggingConfig as TaggingConfig
 from .schema import TeacherConfig as TeacherConfig
 from .tagging_defaults import DEFAULT_CATEGORIES as DEFAULT_CATEGORIES

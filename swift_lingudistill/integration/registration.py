@@ -4,7 +4,8 @@
   ``swift.callbacks.callbacks_map``;
 - the trainer factory: with that loss type, ``swift sft`` builds ``LinguDistillTrainer``;
 - the pipeline: ``activate`` validates the config, the flags and the teacher before any model loads;
-- the dataset loader: every row is tagged as it loads (``dataset_tagging``).
+- the dataset loader: every row is tagged as it loads (``dataset_tagging``);
+- the lazy dataset: rows swift drops or replaces while training are counted (``row_guard``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from .activation import activate
 from .dataset_tagging import install_dataset_hook
 from .monitor import LanguageMonitor
+from .row_guard import install_row_guard
 from .run_state import LOSS_TYPE, MONITOR_CALLBACK
 from .trainer import LinguDistillLoss, LinguDistillTrainer
 from .version import check_swift_version
@@ -34,6 +36,7 @@ def register() -> None:
     _patch_trainer_factory()
     _patch_pipeline()
     install_dataset_hook()
+    install_row_guard()
 
 
 def _register_once(registry: dict, name: str, value: Any, kind: str) -> None:

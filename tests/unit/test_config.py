@@ -57,7 +57,7 @@ BAD = [
     ({"loss": {}}, ["teacher: required but missing", "teacher:\n        model:"]),
     ({"teacher": {}}, ["teacher.model: required but missing", "or to `self`"]),
     ({"teacher": {"model": "x"}, "loss": {"tempreature": 2}}, ["loss.tempreature: unknown key", "`temperature`"]),
-    ({"teacher": {"model": "x"}, "extra": 1}, ["extra: unknown key", "kv_share, loss, monitor, tagging, teacher"]),
+    ({"teacher": {"model": "x"}, "extra": 1}, ["extra: unknown key", "loss, monitor, preflight, tagging, teacher"]),
     ({"teacher": {"model": "x"}, "loss": {"temperature": 0}}, ["loss.temperature = 0", "greater than 0"]),
     ({"teacher": {"model": "x"}, "loss": {"lambda": -1}}, ["loss.lambda = -1", "greater than or equal to 0"]),
     ({"teacher": {"model": "x"}, "loss": {"lambda": "big"}}, ["loss.lambda = 'big'", "valid number"]),
