@@ -10,13 +10,13 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from .schema import LinguDistillConfig
+from .shipped import resolve_config_path, shipped_config_names
 
 __all__ = ["CONFIG_ENV", "ConfigError", "config_from_dict", "dump_config", "format_validation_error", "load_config"]
 
@@ -119,7 +119,10 @@ def format_validation_error(error: ValidationError, source: str, root: type[Base
 def config_from_dict(data: Any, source: str = "<dict>") -> LinguDistillConfig:
     """Validate a parsed config, expanding ``${VAR}`` references, or raise ConfigError."""
     if data is None:
-        raise ConfigError(f"LinguDistill config {source} is empty. Fix: start from plugin_configs/selective.yaml")
+        raise ConfigError(
+            f"LinguDistill config {source} is empty. Fix: start from a shipped one, e.g. "
+            "`python -m swift_lingudistill config selective --out my_config.yaml`"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"LinguDistill config {source} must be a mapping of sections (teacher, kv_share, loss, tagging), "
@@ -136,12 +139,16 @@ def config_from_dict(data: Any, source: str = "<dict>") -> LinguDistillConfig:
 
 
 def load_config(path: str | os.PathLike) -> LinguDistillConfig:
-    """Read and validate a YAML config file; every problem is reported with its fix."""
-    path = Path(path)
+    """Read and validate a YAML config file, or a shipped one by name (``selective``); every problem is reported
+    with its fix."""
+    named, path = str(path), resolve_config_path(path)
     if not path.is_file():
+        close = difflib.get_close_matches(named, shipped_config_names(), n=1)
         raise ConfigError(
-            f"LinguDistill config file {str(path)!r} does not exist (from {CONFIG_ENV} or the command line). "
-            "Fix: point it at a YAML file, e.g. plugin_configs/selective.yaml"
+            f"LinguDistill config {named!r} is neither a file nor a shipped config"
+            f"{f' (did you mean `{close[0]}`?)' if close else ''} (from {CONFIG_ENV} or the "
+            f"command line). Fix: name a shipped one ({', '.join(shipped_config_names())}) or a YAML file; "
+            "`python -m swift_lingudistill config selective --out my_config.yaml` writes one to edit"
         )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

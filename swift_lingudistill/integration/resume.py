@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from ..config import CONFIG_ENV, LinguDistillConfig, dump_config, load_config
+from ..config import CONFIG_ENV, LinguDistillConfig, dump_config, load_config, resolve_config_path
 from .run_state import CONFIG_FILENAME, PluginUsageError, RunState
 
 __all__ = [
@@ -37,7 +37,7 @@ def load_or_resume_config(saved: str | None, path: str | None) -> tuple[LinguDis
     """The config and where it came from; resuming restores the checkpoint's own, a different one named now is
     an error."""
     if saved is None:
-        return load_config(path), str(Path(path).resolve())
+        return load_config(path), str(resolve_config_path(path).resolve())
     config = load_config(saved)
     if path:
         named = load_config(path)

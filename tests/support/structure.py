@@ -24,7 +24,7 @@ SWIFT_SUBPACKAGE = "integration"
 
 # Top to bottom. Module names are relative to the package; PACKAGE itself is its __init__.
 TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("entry points", ("__main__", "swift_plugin", PACKAGE)),
+    ("entry points", ("__main__", "plugin_entry.swift_lingudistill_plugin", PACKAGE)),
     ("swift: registration", ("integration", "integration.registration")),
     ("swift: hooks swift calls", ("integration.activation", "integration.trainer", "integration.monitor",
                                   "integration.tag_report")),
