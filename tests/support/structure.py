@@ -36,6 +36,7 @@ TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core: model families", ("families", "families.*")),
     ("core: losses", ("losses", "loss_inputs", "divergences")),
     ("core: tagging", ("tagging",)),
+    ("core: the monitor's plot", ("monitor_plot",)),
     ("core: configuration", ("config", "config.*")),
     ("demo assets (build-demo)", ("tiny", "tiny.*")),
 )  # fmt: skip
