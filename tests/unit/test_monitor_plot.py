@@ -43,7 +43,15 @@ def test_the_title_asks_the_question_and_gives_the_numbers(figure):
     texts = [figure.get_suptitle()] + [t.get_text() for t in figure.texts]
     joined = " ".join(texts)
     assert "Did the language survive?" in joined and "8 rows, 75 answer tokens" in joined
-    assert "student 9 (step 0) -> 2 (step 100), teacher 1.5" in joined and "1.5 -> 0.1 nats/token" in joined
+    assert "student 9 (step 0) -> 2 (step 100), teacher 1.5: 84% of the gap closed" in joined  # 1 - ln(2/1.5)/ln(6)
+    assert "KL(teacher || student): 1.5 -> 0.1 nats per token" in joined
+
+
+def test_a_student_below_its_teacher_is_said_so():
+    below = [{"step": 0, "lang_ppl": 3.0, "lang_kl": 0.2}, {"step": 10, "lang_ppl": 1.2, "lang_kl": 0.3}]
+    figure = language_figure(below, teacher_ppl=1.5)
+    assert "teacher 1.5: the student is now below the teacher" in " ".join(t.get_text() for t in figure.texts)
+    plt.close(figure)
 
 
 def test_plot_language_writes_a_png_with_one_point(tmp_path):
