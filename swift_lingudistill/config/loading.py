@@ -10,13 +10,13 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from .schema import LinguDistillConfig
+from .shipped import resolve_config_path, shipped_config_names
 
 __all__ = [
     "CONFIG_ENV",
@@ -176,7 +176,10 @@ def config_from_dict(data: Any, source: str = "<dict>", lines: dict[str, int] | 
     ``lines`` ('section.field' -> line in ``source``) puts the line of each problem in the message.
     """
     if data is None:
-        raise ConfigError(f"LinguDistill config {source} is empty. Fix: start from plugin_configs/selective.yaml")
+        raise ConfigError(
+            f"LinguDistill config {source} is empty. Fix: start from a shipped one, e.g. "
+            "`python -m swift_lingudistill config selective --out my_config.yaml`"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
             f"LinguDistill config {source} must be a mapping of sections (teacher, kv_share, loss, tagging), "
@@ -212,8 +215,9 @@ def _blank_strings(value: Any, where: str, lines: dict[str, int]) -> list[str]:
 
 
 def load_config(path: str | os.PathLike) -> LinguDistillConfig:
-    """Read and validate a YAML config file; every problem is reported with its line and its fix."""
-    path = Path(path)
+    """Read and validate a YAML config file, or a shipped one by name (``selective``); every problem is reported
+    with its line and its fix."""
+    named, path = str(path), resolve_config_path(path)
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.y*ml"))[:5]
         hint = f" (it holds {', '.join(inside)})" if inside else ""
@@ -222,9 +226,12 @@ def load_config(path: str | os.PathLike) -> LinguDistillConfig:
             f"Fix: name the file itself, e.g. {path / (inside[0] if inside else 'selective.yaml')}"
         )
     if not path.is_file():
+        close = difflib.get_close_matches(named, shipped_config_names(), n=1)
         raise ConfigError(
-            f"LinguDistill config file {str(path)!r} does not exist (from {CONFIG_ENV} or the command line). "
-            "Fix: point it at a YAML file, e.g. plugin_configs/selective.yaml"
+            f"LinguDistill config {named!r} is neither a file nor a shipped config"
+            f"{f' (did you mean `{close[0]}`?)' if close else ''} (from {CONFIG_ENV} or the "
+            f"command line). Fix: name a shipped one ({', '.join(shipped_config_names())}) or a YAML file; "
+            "`python -m swift_lingudistill config selective --out my_config.yaml` writes one to edit"
         )
     text = path.read_text(encoding="utf-8")
     try:

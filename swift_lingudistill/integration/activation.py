@@ -54,7 +54,8 @@ def activate(args: Any) -> RunState | None:
     if loss_type == LOSS_TYPE and not path and not saved:
         raise PluginUsageError(
             f"--loss_type {LOSS_TYPE} needs a plugin config, and none was given. Fix: name one with "
-            f"`{CONFIG_ENV}=plugin_configs/selective.yaml swift sft ...`, an `ENV: {{{CONFIG_ENV}: ...}}` block in "
+            f"`{CONFIG_ENV}=selective swift sft ...` (a shipped config, or a YAML path), an "
+            f"`ENV: {{{CONFIG_ENV}: ...}}` block in "
             f'a swift YAML config, or --model_kwargs \'{{"lingudistill_config": "..."}}\'.'
         )
     if loss_type != LOSS_TYPE:
@@ -89,9 +90,7 @@ def _init_deepspeed_comm_on_cpu(args: Any) -> None:
     """
     if not getattr(args, "deepspeed", None) or int(os.environ.get("WORLD_SIZE", "1")) < 2:
         return
-    import torch
-
-    if torch.cuda.is_available():
+    if not getattr(args, "use_cpu", False):  # on an accelerator, transformers starts it itself
         return
     import deepspeed
 

@@ -10,7 +10,15 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from ..config import CONFIG_ENV, ConfigError, LinguDistillConfig, displayed_value, dump_config, load_config
+from ..config import (
+    CONFIG_ENV,
+    ConfigError,
+    LinguDistillConfig,
+    displayed_value,
+    dump_config,
+    load_config,
+    resolve_config_path,
+)
 from .run_state import CONFIG_FILENAME, PluginUsageError, RunState
 
 __all__ = [
@@ -38,7 +46,7 @@ def load_or_resume_config(saved: str | None, path: str | None) -> tuple[LinguDis
     """The config and where it came from; resuming restores the checkpoint's own, a different one named now is
     an error."""
     if saved is None:
-        return load_config(path), str(Path(path).resolve())
+        return load_config(path), str(resolve_config_path(path).resolve())
     try:
         config = load_config(saved)
     except ConfigError as e:

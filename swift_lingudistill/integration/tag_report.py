@@ -8,7 +8,9 @@ are not local files) load through swift's own loader and are tagged exactly as t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..config import LinguDistillConfig
@@ -17,8 +19,27 @@ from ..tagging import Tagger, TagReport, decode_channel
 from .dataset_scan import dataset_entries, length_meter
 from .dataset_tagging import extend_dataset_columns, tagging
 from .preflight import scan_datasets
+from .run_state import PluginUsageError
 
-__all__ = ["TagReportResult", "tag_report"]
+__all__ = ["TagReportResult", "check_dataset_names", "tag_report"]
+
+# A --dataset entry ending like this is a file, never a hub id: when it is missing, swift would look it up on the
+# hub and fail deep inside with a long traceback.
+_FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".txt", ".parquet", ".arrow", ".tsv")
+
+
+def check_dataset_names(datasets: list[str]) -> None:
+    """Refuse, before loading anything, a ``--dataset`` entry that names a local file which does not exist."""
+    from swift.dataset.dataset_syntax import DatasetSyntax
+
+    for entry in datasets:
+        name = DatasetSyntax.parse(entry).dataset  # swift's own syntax: path_or_id[:subset][#count]
+        is_file = name.lower().endswith(_FILE_SUFFIXES) or name.startswith(("/", "./", "../", "~"))
+        if (is_file or name.count("/") > 1) and not os.path.exists(os.path.expanduser(name)):
+            raise PluginUsageError(
+                f"--dataset {entry!r}: no such file or folder {name!r} (relative paths start at {Path.cwd()}). "
+                "Fix: check the path (hub datasets are named owner/name, e.g. AI-ModelScope/LaTeX_OCR)"
+            )
 
 
 @dataclass

@@ -112,7 +112,8 @@ print("GENERATED", out.shape[1] - ids.shape[1])
 def test_swift_infer_runs_on_the_checkpoint(demo_assets, uninterrupted, tmp_path):
     """`swift infer` re-imports the plugin named in the checkpoint's args.json (installed here)."""
     checkpoint = uninterrupted.run_dir / "checkpoint-4"
-    assert any("swift_plugin.py" in p for p in json.loads((checkpoint / "args.json").read_text())["external_plugins"])
+    plugins = json.loads((checkpoint / "args.json").read_text())["external_plugins"]
+    assert any(p.endswith("swift_lingudistill_plugin.py") for p in plugins)
     result = tmp_path / "infer.jsonl"
     cmd = [
         swift_executable(), "infer", "--model", str(checkpoint), "--val_dataset", str(demo_assets["dataset"]),

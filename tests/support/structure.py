@@ -24,7 +24,7 @@ SWIFT_SUBPACKAGE = "integration"
 
 # Top to bottom. Module names are relative to the package; PACKAGE itself is its __init__.
 TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("entry points", ("__main__", "swift_plugin", PACKAGE)),
+    ("entry points", ("__main__", "plugin_entry.swift_lingudistill_plugin", PACKAGE)),
     ("swift: registration", ("integration", "integration.registration")),
     ("swift: hooks swift calls", ("integration.activation", "integration.trainer", "integration.monitor",
                                   "integration.tag_report")),
@@ -40,6 +40,7 @@ TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core: rotary re-basing", ("rope_rebase",)),
     ("core: losses", ("losses", "loss_inputs", "divergences")),
     ("core: tagging", ("tagging",)),
+    ("core: the monitor's plot", ("monitor_plot",)),
     ("core: configuration", ("config", "config.*")),
     ("demo assets (build-demo)", ("tiny", "tiny.*")),
 )  # fmt: skip

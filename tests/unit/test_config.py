@@ -104,7 +104,7 @@ def test_every_problem_is_reported_at_once():
 
 
 def test_missing_file_and_invalid_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="is neither a file nor a shipped config"):
         load_config(tmp_path / "nope.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("teacher: [unclosed\n")
