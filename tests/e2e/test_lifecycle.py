@@ -135,7 +135,9 @@ def test_teacher_that_does_not_exist_fails_before_any_model_loads(demo_assets, t
 
 
 def test_nan_teacher_skips_distillation_and_counts_it(demo_assets, tmp_path):
-    """A teacher with a NaN weight: every distilled batch trains on CE only, counted in kd_skipped."""
+    """A teacher with a NaN weight, the pre-flight's weight check turned off (it would refuse this teacher before
+    training, test_bad_inputs): every distilled batch trains on CE only, counted in kd_skipped. The runtime guard is
+    what catches a teacher whose weights are finite but whose outputs are not (an overflow in low precision)."""
     from safetensors.torch import load_file, save_file
 
     broken = tmp_path / "nan_teacher"
@@ -146,9 +148,10 @@ def test_nan_teacher_skips_distillation_and_counts_it(demo_assets, tmp_path):
     weights = load_file(str(Path(demo_assets["teacher"]) / "model.safetensors"))
     weights["model.layers.0.mlp.down_proj.weight"][0, 0] = torch.nan
     save_file(weights, str(broken / "model.safetensors"), metadata={"format": "pt"})
-    run = train(
-        demo_assets, tmp_path / "out", "--save_strategy", "no", env={"LINGUDISTILL_TEACHER": str(broken)}, steps=2
-    ).check_ok()
+    config = tmp_path / "no_weight_check.yaml"
+    config.write_text(Path(SELECTIVE).read_text() + "preflight:\n  teacher_weights: false\n")
+    env = {"LINGUDISTILL_TEACHER": str(broken)}
+    run = train(demo_assets, tmp_path / "out", "--save_strategy", "no", config=config, env=env, steps=2).check_ok()
     records = run.step_records()
     distilled = [r for r in records if r["distill_frac"] > 0]
     assert distilled and all(r.get("kd_skipped", 0) >= 1 and "kd_loss" not in r for r in distilled)

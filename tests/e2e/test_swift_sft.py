@@ -123,7 +123,7 @@ def test_bad_config_fails_before_any_model_loads(demo_assets, tmp_path):
     )
     assert run.returncode != 0
     assert "loss.temperature = -2" in run.output and "greater than 0" in run.output
-    assert "loss.lamda: unknown key (did you mean `lambda`?)" in run.output
+    assert "loss.lamda (line " in run.output and "unknown key (did you mean `lambda`?)" in run.output
     assert "kv_share.scope = 'text'" in run.output
     assert MODEL_LOADED not in run.output
 
