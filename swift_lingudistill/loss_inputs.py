@@ -45,10 +45,13 @@ class StudentHead(NamedTuple):
     bias: torch.Tensor | None = None  # [V_s]
 
 
-def auto_chunk(chunk_size: int | None, vocab: int, elements: int = _CHUNK_ELEMENTS) -> int:
-    """Rows per chunk: about ``elements`` float32 elements (default 8M, 32 MB) per [c, V] intermediate."""
+def auto_chunk(chunk_size: int | None, vocab: int) -> int:
+    """Rows per chunk: about 8M float32 elements (32 MB) per [c, V] intermediate unless told otherwise.
+
+    The same on the fused-linear path: measured on the CPU, chunks of 55, 110 or 220 rows cost the same time
+    (T = 2048, H = 1024, bf16), so the smaller intermediates win."""
     if chunk_size is None:
-        return max(1, elements // max(vocab, 1))
+        return max(1, _CHUNK_ELEMENTS // max(vocab, 1))
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, Integral) or int(chunk_size) < 1:
         raise ValueError(f"chunk_size={chunk_size!r} must be an int >= 1, e.g. 1024")
     return int(chunk_size)

@@ -34,12 +34,7 @@ from .loss_inputs import (
     teacher_parts,
 )
 
-__all__ = ["HEAD_CHUNK_ELEMENTS", "IGNORE_INDEX", "StudentHead", "TeacherHead", "cross_entropy_sum", "distill_sum",
-           "fused_loss"]  # fmt: skip
-
-# The fused-linear path re-reads the [V, H] output weight once per chunk for each of its three matmuls; chunks
-# twice as tall as the logits path's halve that traffic for 32 MB more per float32 [c, V] intermediate.
-HEAD_CHUNK_ELEMENTS = 1 << 24
+__all__ = ["IGNORE_INDEX", "StudentHead", "TeacherHead", "cross_entropy_sum", "distill_sum", "fused_loss"]
 
 
 def fused_loss(
@@ -82,7 +77,6 @@ def fused_loss(
     grad_on = torch.is_grad_enabled()
     needs = tuple(grad_on and t is not None and t.requires_grad for t in tensors)
     s0, s1, s2 = (*tensors, None, None)[:3]
-    chunk = auto_chunk(chunk_size, width, *((HEAD_CHUNK_ELEMENTS,) if len(tensors) == 3 else ()))
     out = ChunkedLoss.apply(
         s0,
         s1,
@@ -96,7 +90,7 @@ def fused_loss(
         rows,
         options,
         v,
-        chunk,
+        auto_chunk(chunk_size, width),
         needs,
         grad_on and teacher_side.requires_grad,
     )
