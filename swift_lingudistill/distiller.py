@@ -55,7 +55,7 @@ class StepStats:
     distilled: torch.Tensor  # [S] float32: 1.0 for samples with w > 0
     teacher_ran: bool = False
     kd_skipped: bool = False  # the teacher gave non-finite values: this batch got CE only
-    argmax: torch.Tensor | None = None  # [B, K] long: the student's prediction at each kept position
+    argmax: torch.Tensor | None = None  # [B, K] long: the student's prediction at each kept position (fused path)
 
 
 def kept_positions(logits_to_keep: Any, seq_len: int, device: torch.device) -> torch.Tensor:
@@ -190,7 +190,7 @@ class Distiller:
             if cfg.mode == "replace":
                 kd_weight = kd_weight * cfg.alpha
             with self.teacher.head_weights() as (head_weight, head_bias):
-                total, ce_tokens, kd_tokens, argmax = fused_loss(
+                out = fused_loss(
                     flat_student,
                     flat_targets,
                     flat_ce_weight,
@@ -199,13 +199,16 @@ class Distiller:
                     distilled.reshape(-1).nonzero().flatten(),
                     vocab=self.shared_vocab,
                     chunk_size=self.chunk_size,
-                    return_argmax=True,
+                    return_argmax=fused_head,
                     **cfg.model_dump(include={"divergence", "beta", "temperature", "top_k"}),
                 )
+            total, ce_tokens, kd_tokens = out[:3]
         else:
-            total, ce_tokens, argmax = cross_entropy_sum(
-                flat_student, flat_targets, flat_ce_weight, chunk_size=self.chunk_size, return_argmax=True
+            out = cross_entropy_sum(
+                flat_student, flat_targets, flat_ce_weight, chunk_size=self.chunk_size, return_argmax=fused_head
             )
+            total, ce_tokens = out[:2]
+        argmax = out[-1].reshape(n_rows, n_kept) if fused_head else None  # [B, K]: swift's accuracy reads it
         if not torch.isfinite(total):
             raise FloatingPointError(
                 "the LinguDistill loss is not finite although the teacher's hidden states and head are: the "
@@ -222,7 +225,7 @@ class Distiller:
             distilled=(ctx.sample_weight > 0).float(),
             teacher_ran=teacher_ran,
             kd_skipped=kd_skipped,
-            argmax=argmax.reshape(n_rows, n_kept),
+            argmax=argmax,
         )
         return loss, stats
 

@@ -77,18 +77,19 @@ class HeadSide:
     ) -> None:
         self.hidden, self.weight, self.bias = hidden, weight, bias  # [M, H], [V, H], [V] | None
         self.width = weight.shape[0]
-        need_hidden, need_weight, need_bias = needs
+        need_hidden, self.need_weight, need_bias = needs
+        self.need_bias = need_bias and bias is not None
         # zeros: rows the loop never visits (distillation alone) keep an exact zero gradient
         self.grad_hidden = torch.zeros_like(hidden) if need_hidden else None  # [M, H]
-        # Summed over chunks in float32: a bf16 running sum would round once per chunk (hundreds of times).
-        self.grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_weight else None
-        self.grad_bias = None
-        if need_bias and bias is not None:
-            self.grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)  # [V]
+        # Summed over chunks in float32: a bf16 running sum would round once per chunk (hundreds of times). Made
+        # by the first chunk's product (no zero-filled [V, H] pass first: on a CPU that pass alone costs more
+        # than a small batch's matmul).
+        self.grad_weight: torch.Tensor | None = None  # [V, H] float32
+        self.grad_bias: torch.Tensor | None = None  # [V] float32
 
     @property
     def need_grad(self) -> bool:
-        return any(g is not None for g in (self.grad_hidden, self.grad_weight, self.grad_bias))
+        return self.grad_hidden is not None or self.need_weight or self.need_bias
 
     def rows(self, start: int, end: int) -> torch.Tensor:
         return head_logits(self.hidden[start:end].detach(), self.weight.detach(), self._bias(), self.width)
@@ -113,15 +114,29 @@ class HeadSide:
             self.grad_hidden[index] = (g.to(weight.dtype) @ weight).to(self.grad_hidden.dtype)
         # The weight's and bias' sums take the float32 gradient as it is (autograd would round it to the weight's
         # dtype first): one [c, w] copy less, and no less accurate.
-        if self.grad_weight is not None:  # += [w, c] @ [c, H]
-            self.grad_weight[:w].addmm_(g.t(), self.hidden.detach()[index].float())
-        if self.grad_bias is not None:
+        if self.need_weight:  # += [w, c] @ [c, H]
+            hidden = self.hidden.detach()[index].float()  # [c, H]
+            if self.grad_weight is None and w == self.width:
+                self.grad_weight = g.t() @ hidden
+            else:
+                if self.grad_weight is None:
+                    self.grad_weight = torch.zeros(self.weight.shape, dtype=torch.float32, device=g.device)
+                self.grad_weight[:w].addmm_(g.t(), hidden)
+        if self.need_bias:
+            if self.grad_bias is None:
+                self.grad_bias = torch.zeros(self.bias.shape, dtype=torch.float32, device=g.device)
             self.grad_bias[:w] += g.sum(0)
 
     def gradients(self) -> tuple[torch.Tensor | None, ...]:
-        """The three buffers in their parameters' dtypes (the float32 sums are cast once, at the end)."""
-        weight = None if self.grad_weight is None else self.grad_weight.to(self.weight.dtype)
-        bias = None if self.grad_bias is None else self.grad_bias.to(self.bias.dtype)
+        """The three buffers in their parameters' dtypes (the float32 sums are cast once, at the end); a needed
+        gradient no chunk touched (no rows) is zeros."""
+        weight = bias = None
+        if self.need_weight:
+            weight = (
+                torch.zeros_like(self.weight) if self.grad_weight is None else self.grad_weight.to(self.weight.dtype)
+            )
+        if self.need_bias:
+            bias = torch.zeros_like(self.bias) if self.grad_bias is None else self.grad_bias.to(self.bias.dtype)
         return (self.grad_hidden, weight, bias)
 
 
@@ -142,6 +157,50 @@ def _chunk_cross_entropy(
         g.scatter_add_(1, safe, -torch.ones_like(safe, dtype=g.dtype))  # softmax - one_hot
         g.mul_(w.unsqueeze(1)).masked_fill_((w == 0).unsqueeze(1), 0.0)
     return ce, total, g
+
+
+def _ce_and_forward_kl(
+    student: torch.Tensor,
+    labels: torch.Tensor,
+    ce_weights: torch.Tensor,
+    local: torch.Tensor,
+    teacher: torch.Tensor,
+    kd_weights: torch.Tensor,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """CE on every row and KL(pT || pS) on the rows ``local``, at temperature 1 over the whole vocabulary: the
+    default loss, with one student log-softmax for both terms and their gradients summed in one buffer.
+
+    [c, V] student, [c] labels and CE weights, [k] local rows (sorted), [k, V] teacher, [k] weights ->
+    CE [c], the weighted CE sum, D [k], and the gradient of (sum w_ce CE + sum w_kd D) w.r.t. the student
+    [c, V] float32 (or None): pS * (w_ce + w_kd) - w_ce * onehot - w_kd * pT. About half the passes over
+    [c, V] of the general path (``_chunk_cross_entropy`` then ``divergence_and_grads``).
+    """
+    ls = F.log_softmax(student.float(), dim=-1)  # [c, V]
+    valid = labels != IGNORE_INDEX  # [c]
+    safe = torch.where(valid, labels, 0).unsqueeze(1)  # [c, 1]
+    ce = torch.where(valid, -ls.gather(1, safe).squeeze(1), 0.0)  # [c]
+    w = torch.where(valid, ce_weights.detach().float(), 0.0)  # [c]
+    ce_total = torch.where(w != 0, w * ce, 0.0).sum()
+    first, k = int(local[0]), local.shape[0]
+    contiguous = int(local[-1]) - first + 1 == k
+    ls_k = ls[first : first + k] if contiguous else ls.index_select(0, local)  # [k, V] (a view when contiguous)
+    lt = F.log_softmax(teacher.float(), dim=-1)  # [k, V]
+    pt = lt.exp()  # [k, V]
+    d = lt.sub_(ls_k).mul_(pt).sum(-1)  # [k]: sum pT (log pT - log pS)
+    del lt, ls_k
+    if not need_grad:
+        return ce, ce_total, d, None
+    kd = kd_weights.detach().float()  # [k]
+    row_weight = w.index_add(0, local, kd)  # [c]: w_ce + w_kd
+    g = ls.exp_().mul_(row_weight[:, None])  # [c, V] pS (w_ce + w_kd), in the log-softmax's buffer
+    g.scatter_add_(1, safe, -w[:, None])  # - w_ce onehot (0 on ignored rows)
+    pt.mul_(kd[:, None])  # w_kd pT
+    if contiguous:
+        g[first : first + k].sub_(pt)
+    else:
+        g.index_add_(0, local, pt, alpha=-1.0)
+    return ce, ce_total, d, g
 
 
 def _scaled(buffer: torch.Tensor | None, grad_output: torch.Tensor) -> torch.Tensor | None:
@@ -169,7 +228,7 @@ class ChunkedLoss(torch.autograd.Function):
     The student is ``s0`` (logits [M, V]) or ``s0, s1, s2`` (hidden [M, H], weight [V, H], bias [V] | None) per
     ``needs``' length; ``labels`` None skips CE; the distilled ``rows`` are sorted and unique. Outputs: the total,
     CE per row [M], tau^2 D per distilled row [N], and each row's argmax over the student's vocabulary [M] (-1
-    where CE is off): swift's token accuracy, which otherwise reads the full logits.
+    where CE is off or ``want_argmax`` is false): swift's token accuracy, which otherwise reads the full logits.
     """
 
     @staticmethod
@@ -190,6 +249,7 @@ class ChunkedLoss(torch.autograd.Function):
         chunk_size: int,
         needs: tuple[bool, ...],  # (logits,) or (hidden, weight, bias): which student inputs get a gradient
         need_teacher: bool,
+        want_argmax: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         m, tau, device = s0.shape[0], options.temperature, s0.device
         with_ce = labels is not None
@@ -199,23 +259,43 @@ class ChunkedLoss(torch.autograd.Function):
         argmax = torch.full((m,), -1, dtype=torch.long, device=device)  # [M]
         total = torch.zeros((), dtype=torch.float32, device=device)
         grad_teacher = torch.zeros_like(teacher_side) if need_teacher else None  # [N, Vt] or [N, H]
+        # The default loss (CE + forward KL at tau 1 on the whole vocabulary, no top-k) shares one log-softmax.
+        shared_softmax = (
+            with_ce
+            and (options.divergence, options.top_k, tau) == ("forward_kl", None, 1.0)
+            and vocab == side.width
+            and not need_teacher
+        )
         bounds = torch.searchsorted(rows, torch.arange(0, m + chunk_size, chunk_size, device=device)).tolist()
         for i, start in enumerate(range(0, m, chunk_size)):
             end, j0, j1 = min(start + chunk_size, m), bounds[i], bounds[i + 1]
             g = None  # [c, Vs] float32: this chunk's CE gradient, the distillation one added in
             student = None  # [c, Vs]: this chunk's logits (made once on the head side)
-            if with_ce:
-                student = side.rows(start, end)
-                argmax[start:end] = student.argmax(dim=-1)
-                ce, ce_total, g = _chunk_cross_entropy(
-                    student, labels[start:end], ce_weights[start:end], side.need_grad
-                )
-                ce_tokens[start:end] = ce
-                total += ce_total
+            t = None  # [k, Vt]: the distilled rows' teacher logits
             if j1 > j0:  # distilled rows inside this chunk
                 t = teacher_side[j0:j1]  # [k, Vt] or [k, H]
                 if head_weight is not None:
                     t = head_logits(t, head_weight, head_bias, vocab)
+            if with_ce:
+                student = side.rows(start, end)
+                if want_argmax:
+                    argmax[start:end] = student.argmax(dim=-1)
+                if shared_softmax and t is not None:
+                    w = kd_weights[j0:j1].detach().float()  # [k]
+                    ce, ce_total, d, g = _ce_and_forward_kl(
+                        student, labels[start:end], ce_weights[start:end], rows[j0:j1] - start, t[:, :vocab], w,
+                        side.need_grad,
+                    )  # fmt: skip
+                    kd_tokens[j0:j1] = d
+                    total += (w * d).sum()
+                    t = None  # done: both terms and their gradient
+                else:
+                    ce, ce_total, g = _chunk_cross_entropy(
+                        student, labels[start:end], ce_weights[start:end], side.need_grad
+                    )
+                ce_tokens[start:end] = ce
+                total += ce_total
+            if t is not None:
                 picked = side.pick(rows[j0:j1]) if student is None else student[rows[j0:j1] - start]  # [k, Vs]
                 d, g_s, g_t = divergence_and_grads(picked, t.detach(), options, vocab, side.need_grad, need_teacher)
                 w = kd_weights[j0:j1].detach().float()  # [k]
@@ -245,4 +325,4 @@ class ChunkedLoss(torch.autograd.Function):
         _once(ctx)
         g0, g1, g2, grad_teacher = ctx.saved_tensors
         scaled = tuple(_scaled(g, grad_total) for g in (g0, g1, g2))
-        return scaled + (None, None, _scaled(grad_teacher, grad_total)) + (None,) * 9
+        return scaled + (None, None, _scaled(grad_teacher, grad_total)) + (None,) * 10

@@ -93,6 +93,7 @@ def fused_loss(
         auto_chunk(chunk_size, width),
         needs,
         grad_on and teacher_side.requires_grad,
+        return_argmax,
     )
     return out if return_argmax else out[:3]
 
@@ -114,11 +115,11 @@ def cross_entropy_sum(
     tensors, _, width = student_parts(student)
     no_teacher = tensors[0].new_zeros(0, width).detach()  # [0, V]: nothing distilled
     no_rows = torch.zeros(0, dtype=torch.long, device=tensors[0].device)
-    total, ce_tokens, _, argmax = fused_loss(
+    out = fused_loss(
         student, labels, weights, no_teacher, no_teacher.new_zeros(0), no_rows, chunk_size=chunk_size,
-        return_argmax=True,
+        return_argmax=return_argmax,
     )  # fmt: skip
-    return (total, ce_tokens, argmax) if return_argmax else (total, ce_tokens)
+    return (out[0], out[1], out[3]) if return_argmax else out[:2]
 
 
 def distill_sum(
