@@ -169,9 +169,9 @@ def _monitor(records: list[dict]) -> list[dict[str, float]]:
     """The monitor's lang_kl / lang_ppl at each evaluation, from swift's logging.jsonl records."""
     out = []
     for r in records:
-        if "lang_kl" in r:
+        if "eval_lang_kl" in r:  # evaluation metrics (the step-0 point included)
             step = int(str(r.get("global_step/max_steps", "0/0")).split("/")[0])
-            out.append({"step": step, "lang_kl": r["lang_kl"], "lang_ppl": r["lang_ppl"]})
+            out.append({"step": step, "lang_kl": r["eval_lang_kl"], "lang_ppl": r["eval_lang_ppl"]})
     return out
 
 
