@@ -8,7 +8,9 @@ vocabulary), built from a random Qwen2 LM that serves as the separate teacher. F
   every row distilled); `--bf16-teacher` adds the mix with the teacher's weights in bfloat16.
 - `--long` (long-context rows): 16 rows of about 4100 tokens (a 672x672 image, 576 tokens, a ~1500-token prompt
   and a ~2000-token supervised answer); batch 1. Configurations: plain; the mix with a bf16 teacher (the default
-  fused-linear loss); the same with `loss.fused_linear: false` (the logits path, for reference).
+  fused-linear loss); the same with `loss.fused_linear: false` (the logits path, for reference). With
+  ``--worst``: plain and every row distilled with a bf16 teacher (with batch 1 the mix's measured steps may happen
+  not to distil at all; this is its upper bound).
 
 Every run trains the same batches in the same order (same seeds), so the configurations are compared step for
 step. Per-step wall and CPU seconds (user + system, all threads: it varies less with what else runs) come from a
@@ -18,6 +20,7 @@ ratios are per round (same-round pairs), then averaged.
 
     python benchmarks/bench_step.py                      # short rows, 2 rounds
     python benchmarks/bench_step.py --long               # L ~ 4100, batch 1, 2 rounds
+    python benchmarks/bench_step.py --long --worst       # L ~ 4100: plain vs every row distilled
     python benchmarks/bench_step.py --bf16-teacher --rounds 1
 """
 
@@ -131,13 +134,19 @@ def configurations(root: Path, args: argparse.Namespace) -> dict[str, str | None
         return str(path)
 
     if args.long:
-        return {
+        configs = {
             PLAIN: None,
             "mix, bf16 teacher": variant("mix_bf16", "selective.yaml", teacher={"dtype": "bfloat16"}),
             "mix, bf16 t., logits path": variant(
                 "mix_bf16_logits", "selective.yaml", teacher={"dtype": "bfloat16"}, loss={"fused_linear": False}
             ),
         }
+        if args.worst:  # every row distilled: every measured step runs the teacher (the mix's upper bound)
+            configs = {
+                PLAIN: None,
+                "worst, bf16 teacher": variant("worst_bf16", "uniform.yaml", teacher={"dtype": "bfloat16"}),
+            }
+        return configs
     configs = {
         PLAIN: None,
         "lingudistill, mix": str(REPO / "plugin_configs" / "selective.yaml"),
@@ -156,6 +165,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the averages")
     parser.add_argument("--rows", type=int, default=None, help="dataset rows (default 64 short, 16 long)")
     parser.add_argument("--bf16-teacher", action="store_true", help="short rows: also the mix with a bf16 teacher")
+    parser.add_argument("--worst", action="store_true", help="long rows: plain vs every row distilled (bf16 teacher)")
     args = parser.parse_args()
     args.steps = args.steps or (6 if args.long else 10)
     rows = args.rows or (16 if args.long else 64)
