@@ -1,14 +1,21 @@
-"""Distillation loss: peak extra memory and forward+backward time, LinguDistill's chunked loss vs naive.
+"""Training loss alone (CE + distillation): peak extra memory and forward+backward time of three implementations.
 
-Both start from the same inputs as in training: the student's logits ``[T, V]`` (from swift's forward,
-requiring grad) and the teacher's final hidden states ``[T, H]`` plus its lm_head ``[V, H]``. The naive
-version materialises the teacher's logits and full-vocabulary float32 log-softmaxes (what peers do); the
-chunked one never holds a full-size float32 ``[T, V]`` tensor.
+All three start from what a training step has when the student's forward reaches its output layer: the student's
+final hidden states ``[T, H]`` and its output layer ``[V, H]`` (trainable: full fine-tuning), the teacher's final
+hidden states ``[T, H]`` and its frozen output layer. Each computes CE on every token plus forward KL on every
+token, and backward to the student's hidden states and output weight.
 
-Each measurement runs in a fresh subprocess; peak memory is the process's peak RSS minus its RSS once the
-inputs exist (CPU: torch has no allocator statistics here). Ratios compare the two in the same run.
+- ``naive``: the obvious way: both logits ``[T, V]`` in the model dtype, float32 log-softmaxes over them;
+- ``logits``: the student's logits from its output layer (as the model's forward returns them), then
+  LinguDistill's chunked loss on them (the teacher's logits made chunk by chunk): the path before the fused one;
+- ``fused``: the fused-linear path: no ``[T, V]`` tensor on either side, in any dtype.
 
-    python benchmarks/bench_loss.py                      # T = 1024, 4096, 8192; V = 151936; H = 1024; bf16
+Each measurement runs in a fresh subprocess; peak memory is the process's peak RSS minus its RSS once the inputs
+exist (CPU: torch has no allocator statistics here). Ratios compare the implementations in the same run. A
+measurement predicted (linearly in T, from the sizes measured before it) not to fit in the memory available now is
+not run: its memory is printed extrapolated, with a ``~``.
+
+    python benchmarks/bench_loss.py                      # T = 1024, 4096, 8192, 16384; V = 151936; H = 1024; bf16
     python benchmarks/bench_loss.py --tokens 1024 --dtype float32
 """
 
@@ -24,6 +31,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+KINDS = ("naive", "logits", "fused")
+
 
 def _rss_mb() -> float:
     with open("/proc/self/status") as f:
@@ -37,36 +46,59 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def naive(student: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Forward KL over the full vocabulary, written the obvious way."""
-    teacher = hidden @ weight.T  # [T, V] in the model dtype
-    log_s = F.log_softmax(student.float(), dim=-1)  # [T, V] float32
+def _available_mb() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+def naive(hidden, weight, labels, t_hidden, t_weight) -> torch.Tensor:
+    """CE + forward KL over the full vocabulary, written the obvious way."""
+    logits = hidden @ weight.T  # [T, V] in the model dtype
+    teacher = t_hidden @ t_weight.T  # [T, V]
+    log_s = F.log_softmax(logits.float(), dim=-1)  # [T, V] float32
     log_t = F.log_softmax(teacher.float(), dim=-1)  # [T, V] float32
-    return (log_t.exp() * (log_t - log_s)).sum()
+    return F.nll_loss(log_s, labels, reduction="sum") + (log_t.exp() * (log_t - log_s)).sum()
 
 
-def chunked(student: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    from swift_lingudistill.losses import TeacherHead, distill_sum
+def _chunked(student, labels, t_hidden, t_weight) -> torch.Tensor:
+    from swift_lingudistill.losses import TeacherHead, fused_loss
 
-    total, _ = distill_sum(student, TeacherHead(hidden, weight), torch.ones(student.shape[0]))
+    n = labels.shape[0]
+    rows = torch.arange(n)
+    total, _, _ = fused_loss(student, labels, torch.ones(n), TeacherHead(t_hidden, t_weight), torch.ones(n), rows)
     return total
+
+
+def logits_path(hidden, weight, labels, t_hidden, t_weight) -> torch.Tensor:
+    return _chunked(hidden @ weight.T, labels, t_hidden, t_weight)  # the model's [T, V] logits, then the loss
+
+
+def fused(hidden, weight, labels, t_hidden, t_weight) -> torch.Tensor:
+    from swift_lingudistill.losses import StudentHead
+
+    return _chunked(StudentHead(hidden, weight), labels, t_hidden, t_weight)
 
 
 def _measure(kind: str, tokens: int, vocab: int, hidden_size: int, dtype: str, repeats: int) -> dict:
     """Run in a child process: one kind, one size; returns peak extra MB and mean seconds."""
     torch.manual_seed(0)
     torch_dtype = getattr(torch, dtype)
-    student = torch.randn(tokens, vocab, dtype=torch_dtype).requires_grad_(True)
-    hidden = torch.randn(tokens, hidden_size, dtype=torch_dtype)
-    weight = torch.randn(vocab, hidden_size, dtype=torch_dtype) / hidden_size**0.5
-    fn = naive if kind == "naive" else chunked
+    hidden = torch.randn(tokens, hidden_size, dtype=torch_dtype).requires_grad_(True)
+    weight = (torch.randn(vocab, hidden_size) / hidden_size**0.5).to(torch_dtype).requires_grad_(True)
+    labels = torch.randint(0, vocab, (tokens,))
+    t_hidden = torch.randn(tokens, hidden_size, dtype=torch_dtype)
+    t_weight = (torch.randn(vocab, hidden_size) / hidden_size**0.5).to(torch_dtype)
+    fn = {"naive": naive, "logits": logits_path, "fused": fused}[kind]
     base = _rss_mb()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn(student, hidden, weight).backward()
+        fn(hidden, weight, labels, t_hidden, t_weight).backward()
         times.append(time.perf_counter() - start)
-        student.grad = None
+        hidden.grad = weight.grad = None
     return {"peak_extra_mb": _peak_mb() - base, "seconds": sum(times) / len(times)}
 
 
@@ -75,53 +107,83 @@ def _child(kind: str, tokens: int, args: argparse.Namespace) -> dict:
     cmd += ["--hidden", str(args.hidden), "--dtype", args.dtype, "--repeats", str(args.repeats)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode == -9:
-        return {"error": "exit -9"}
+        return {"error": "killed (out of memory)"}
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _extrapolate(points: list[tuple[int, float]], tokens: int) -> float | None:
+    """Peak extra MB at ``tokens`` from a line through the two largest sizes measured (memory grows linearly)."""
+    if len(points) < 2:
+        return None
+    (t0, m0), (t1, m1) = points[-2], points[-1]
+    return m1 + (m1 - m0) / (t1 - t0) * (tokens - t1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 8192])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 8192, 16384])
     parser.add_argument("--vocab", type=int, default=151936)
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--child", choices=["naive", "chunked"], help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--headroom-mb", type=float, default=2048, help="memory left free for everything else")
+    parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         (tokens,) = args.tokens
         print(json.dumps(_measure(args.child, tokens, args.vocab, args.hidden, args.dtype, args.repeats)))
         return
 
-    print(f"distillation loss, forward + backward: V={args.vocab}, H={args.hidden}, inputs {args.dtype}, CPU")
-    one = args.tokens[0]
-    print(f"(one [T, V] float32 tensor = {one * args.vocab * 4 / 2**20:.0f} MB at T={one})")
-    header = f"{'T':>6} | {'naive MB':>9} {'chunked MB':>10} {'ratio':>6} | "
-    header += f"{'naive s':>8} {'chunked s':>9} {'ratio':>6}"
+    print("training loss (CE + forward KL), forward + backward to the student's hidden states and output weight:")
+    print(f"V={args.vocab}, H={args.hidden}, {args.dtype}, CPU; memory = peak RSS above the inputs, MB")
+    print(f"(one [T, V] float32 tensor = {args.vocab * 4 / 2**20 * 1024:.0f} MB per 1024 tokens; ~ = extrapolated)")
+    header = f"{'T':>6} | {'naive MB':>9} {'logits MB':>9} {'fused MB':>9} | {'fused/naive':>11} {'fused/logits':>12}"
+    header += f" | {'naive s':>8} {'logits s':>8} {'fused s':>8} {'fused/logits':>12}"
     print(header)
     print("-" * len(header))
+    measured: dict[str, list[tuple[int, float]]] = {k: [] for k in KINDS}
     for tokens in args.tokens:
-        a, b = _child("naive", tokens, args), _child("chunked", tokens, args)
-        if "error" in b:
-            print(f"{tokens:>6} | chunked failed: {b['error']}")
-            continue
-        if "error" in a:  # exit -9: the kernel killed it for memory
-            reason = "OOM" if a["error"] == "exit -9" else "failed"  # the kernel killed it / see its error
-            print(
-                f"{tokens:>6} | {reason:>9} {b['peak_extra_mb']:>10.0f} {'-':>6} | "
-                f"{'-':>8} {b['seconds']:>9.2f} {'-':>6}"
-            )
-            if reason == "failed":
-                print(f"{'':>6} | naive: {a['error']}")
-            continue
-        mem_ratio = b["peak_extra_mb"] / max(a["peak_extra_mb"], 1e-9)
-        time_ratio = b["seconds"] / a["seconds"]
-        print(
-            f"{tokens:>6} | {a['peak_extra_mb']:>9.0f} {b['peak_extra_mb']:>10.0f} {mem_ratio:>6.3f} | "
-            f"{a['seconds']:>8.2f} {b['seconds']:>9.2f} {time_ratio:>6.2f}"
-        )
+        row: dict[str, dict] = {}
+        for kind in KINDS:
+            predicted = _extrapolate(measured[kind], tokens)
+            if predicted is not None and predicted > _available_mb() - args.headroom_mb:
+                row[kind] = {"extrapolated_mb": predicted}
+                continue
+            result = _child(kind, tokens, args)
+            row[kind] = result
+            if "error" not in result:
+                measured[kind].append((tokens, result["peak_extra_mb"]))
+        print(_format_row(tokens, row))
+        for kind, result in row.items():
+            if "error" in result:
+                print(f"{'':>6}   {kind}: {result['error']}")
+
+
+def _format_row(tokens: int, row: dict[str, dict]) -> str:
+    def mem(kind: str) -> tuple[str, float | None]:
+        r = row[kind]
+        if "peak_extra_mb" in r:
+            return f"{r['peak_extra_mb']:.0f}", r["peak_extra_mb"]
+        if "extrapolated_mb" in r:
+            return f"~{r['extrapolated_mb']:.0f}", r["extrapolated_mb"]
+        return "failed", None
+
+    def ratio(a: float | None, b: float | None, approx: bool) -> str:
+        return "-" if a is None or b is None else f"{'~' if approx else ''}{a / max(b, 1e-9):.3f}"
+
+    def secs(kind: str) -> tuple[str, float | None]:
+        s = row[kind].get("seconds")
+        return ("-", None) if s is None else (f"{s:.2f}", s)
+
+    (n_txt, n_mb), (l_txt, l_mb), (f_txt, f_mb) = (mem(k) for k in KINDS)
+    approx_n, approx_l = "extrapolated_mb" in row["naive"], "extrapolated_mb" in row["logits"]
+    (n_s_txt, _), (l_s_txt, l_s), (f_s_txt, f_s) = (secs(k) for k in KINDS)
+    return (
+        f"{tokens:>6} | {n_txt:>9} {l_txt:>9} {f_txt:>9} | {ratio(f_mb, n_mb, approx_n):>11} "
+        f"{ratio(f_mb, l_mb, approx_l):>12} | {n_s_txt:>8} {l_s_txt:>8} {f_s_txt:>8} {ratio(f_s, l_s, False):>12}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,7 @@
-"""One training step's LinguDistill loss, from a batch and the student's logits (plain torch + transformers).
+"""One training step's LinguDistill loss, from a batch and the student's output (plain torch + transformers).
+
+The student's output is its logits or, on the fused-linear path, its final hidden states and output layer
+(``StudentHead``), from which the loss makes each chunk's logits itself: then no [tokens x vocab] tensor exists.
 
 Data flow: batch -> per-token weights (tags) -> student forward with K/V captured (kv_share) -> teacher
 forward over shared K/V on the distilled rows only (teacher) -> chunked CE + distillation (losses).
@@ -17,7 +20,7 @@ from torch import nn
 from .config import LinguDistillConfig
 from .families import FamilyAdapter, unwrap_model
 from .kv_share import ROUTER, KVRouter, build_plan, shared_positions
-from .losses import IGNORE_INDEX, TeacherHead, cross_entropy_sum, fused_loss
+from .losses import IGNORE_INDEX, StudentHead, TeacherHead, cross_entropy_sum, fused_loss
 from .rope_rebase import RotaryRebase
 from .teacher import TeacherRunner
 
@@ -55,6 +58,7 @@ class StepStats:
     distilled: torch.Tensor  # [S] float32: 1.0 for samples with w > 0
     teacher_ran: bool = False
     kd_skipped: bool = False  # the teacher gave non-finite values: this batch got CE only
+    argmax: torch.Tensor | None = None  # [B, K] long: the student's prediction at each kept position (fused path)
 
 
 def kept_positions(logits_to_keep: Any, seq_len: int, device: torch.device) -> torch.Tensor:
@@ -152,21 +156,26 @@ class Distiller:
 
     def loss(
         self,
-        logits: torch.Tensor,
+        student: torch.Tensor | StudentHead,
         labels: torch.Tensor,
         ctx: BatchContext,
         *,
         num_items_in_batch: Any = None,
         loss_scale: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, StepStats]:
-        """``logits`` [B, K, V] and ``labels`` [B, K] as swift's loss receives them (unshifted, cut to K)."""
+        """``labels`` [B, K] as swift's loss receives them (unshifted, cut to K); ``student`` the logits [B, K, V]
+        swift hands it, or (fused-linear path) a ``StudentHead`` of the final hidden states [B, K, H] that the
+        output layer received plus its weight and bias: then no [B*K, V] tensor is ever made."""
         self.finish_capture()
         cfg = self.config.loss
-        n_rows, n_kept, vocab = logits.shape
+        fused_head = isinstance(student, StudentHead)
+        reference = student.hidden if fused_head else student  # [B, K, H] or [B, K, V]
+        n_rows, n_kept, width = reference.shape
+        device = reference.device
         targets = torch.roll(labels, shifts=-1, dims=-1)  # [B, K]: the token each logit predicts
         supervised = targets != IGNORE_INDEX  # [B, K]
-        positions = kept_positions(ctx.logits_to_keep, ctx.input_ids.shape[1], logits.device)  # [K]
-        weight = ctx.token_weight.to(logits.device)[:, positions]  # [B, K]
+        positions = kept_positions(ctx.logits_to_keep, ctx.input_ids.shape[1], device)  # [K]
+        weight = ctx.token_weight.to(device)[:, positions]  # [B, K]
         distilled = supervised & (weight > 0) & (cfg.lambda_ > 0)  # [B, K]
 
         ce_weight = torch.ones_like(weight, dtype=torch.float32)
@@ -174,9 +183,11 @@ class Distiller:
             ce_weight = 1.0 - cfg.alpha * weight.float()
         if loss_scale is not None:
             ce_weight = ce_weight * loss_scale.reshape(n_rows, n_kept).float()
-        flat_logits = logits.reshape(-1, vocab)  # [B*K, V] (a view)
+        flat_student = reference.reshape(-1, width)  # [B*K, V] or [B*K, H] (a view)
+        if fused_head:
+            flat_student = student._replace(hidden=flat_student)
         flat_targets, flat_ce_weight = targets.reshape(-1), ce_weight.reshape(-1)
-        kd_tokens = logits.new_zeros(0, dtype=torch.float32)
+        kd_tokens = reference.new_zeros(0, dtype=torch.float32)
         teacher_ran = kd_skipped = False
         hidden = None
         if distilled.any():
@@ -191,8 +202,8 @@ class Distiller:
             if cfg.mode == "replace":
                 kd_weight = kd_weight * cfg.alpha
             with self.teacher.head_weights() as (head_weight, head_bias):
-                total, ce_tokens, kd_tokens = fused_loss(
-                    flat_logits,
+                out = fused_loss(
+                    flat_student,
                     flat_targets,
                     flat_ce_weight,
                     TeacherHead(hidden, head_weight, head_bias),
@@ -200,10 +211,16 @@ class Distiller:
                     distilled.reshape(-1).nonzero().flatten(),
                     vocab=self.shared_vocab,
                     chunk_size=self.chunk_size,
+                    return_argmax=fused_head,
                     **cfg.model_dump(include={"divergence", "beta", "temperature", "top_k"}),
                 )
+            total, ce_tokens, kd_tokens = out[:3]
         else:
-            total, ce_tokens = cross_entropy_sum(flat_logits, flat_targets, flat_ce_weight, chunk_size=self.chunk_size)
+            out = cross_entropy_sum(
+                flat_student, flat_targets, flat_ce_weight, chunk_size=self.chunk_size, return_argmax=fused_head
+            )
+            total, ce_tokens = out[:2]
+        argmax = out[-1].reshape(n_rows, n_kept) if fused_head else None  # [B, K]: swift's accuracy reads it
         if not torch.isfinite(total):
             raise FloatingPointError(
                 "the LinguDistill loss is not finite although the teacher's hidden states and head are: the "
@@ -220,6 +237,7 @@ class Distiller:
             distilled=(ctx.sample_weight > 0).float(),
             teacher_ran=teacher_ran,
             kd_skipped=kd_skipped,
+            argmax=argmax,
         )
         return loss, stats
 

@@ -6,7 +6,8 @@ module identity and phase:
 
 - phase ``capture`` (the student's forward): a student attention module's post-RoPE K/V are kept;
 - phase ``teacher`` (the teacher's forward): a teacher attention module attends over the student's K/V at
-  shared positions plus its own K/V at the positions it owns, with a mask the plan built once per batch;
+  shared positions plus its own K/V at the positions it owns, as the batch's plan says, one query chunk at a
+  time (``teacher_attention``: no [Lq, L + Lq] mask is ever whole);
 - any other module or phase (vision tower, gradient-checkpoint recompute in backward) passes through.
 
 The teacher computes only the positions it needs (its own positions and the positions whose logits the
@@ -22,8 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from .teacher_attention import attend, mask_block
 
 __all__ = ["ROUTER", "KVRouter", "TeacherPlan", "build_plan", "shared_positions"]
 
@@ -50,33 +52,15 @@ class TeacherPlan:
     _masks: dict[int | None, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def mask(self, sliding_window: int | None = None) -> torch.Tensor:
-        """[B', 1, Lq, L + Lq] bool: query entry -> (student K/V at each position, then teacher entries)."""
+        """[B', 1, Lq, L + Lq] bool: query entry -> (student K/V at each position, then teacher entries).
+
+        The whole mask at once: what the dense reference attention uses (``KVRouter.dense_attention``); the
+        default path builds it one query chunk at a time (``teacher_attention``).
+        """
         if sliding_window not in self._masks:
-            self._masks[sliding_window] = self._build_mask(sliding_window)
+            n_q, seq_len = self.q_pos.shape[1], self.shared.shape[1]
+            self._masks[sliding_window] = mask_block(self, 0, n_q, seq_len, n_q, sliding_window)
         return self._masks[sliding_window]
-
-    def _build_mask(self, sliding_window: int | None) -> torch.Tensor:
-        n_q = self.q_pos.shape[1]
-        seq_len = self.shared.shape[1]
-        device = self.q_pos.device
-        q_pos = self.q_pos[:, :, None]  # [B', Lq, 1]
-        q_seg = self.segment.gather(1, self.q_pos)[:, :, None]  # [B', Lq, 1]
-        valid_q = self.q_valid[:, :, None]  # [B', Lq, 1]
-
-        k_pos = torch.arange(seq_len, device=device)[None, None, :]  # [1, 1, L]
-        to_student = (
-            self.shared[:, None, :] & (k_pos <= q_pos) & (self.segment[:, None, :] == q_seg) & valid_q
-        )  # [B', Lq, L]
-        own_pos = self.q_pos[:, None, :]  # [B', 1, Lq]
-        own_seg = self.segment.gather(1, self.q_pos)[:, None, :]  # [B', 1, Lq]
-        to_own = self.q_own[:, None, :] & (own_pos <= q_pos) & (own_seg == q_seg) & valid_q  # [B', Lq, Lq]
-        if sliding_window is not None:
-            to_student &= k_pos > q_pos - sliding_window
-            to_own &= own_pos > q_pos - sliding_window
-        # A padding entry attends to itself only, so its softmax row is never empty (no NaN); it is dropped.
-        pad_self = (~self.q_valid)[:, :, None] & torch.eye(n_q, dtype=torch.bool, device=device)[None]
-        mask = torch.cat([to_student, to_own | pad_self], dim=2)  # [B', Lq, L + Lq]
-        return mask[:, None]  # [B', 1, Lq, L + Lq]
 
 
 def shared_positions(scope: str, valid: torch.Tensor, vision: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -148,14 +132,6 @@ def _segments_with(mask: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
     return hit.gather(1, segment)
 
 
-def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
-    """[B, Hkv, S, D] -> [B, Hkv * n_rep, S, D] (grouped-query attention)."""
-    if n_rep == 1:
-        return x
-    b, h, s, d = x.shape
-    return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
-
-
 def _module_eager(module: nn.Module) -> Callable:
     """The eager attention function of a module's own modeling file (models define their own)."""
     fn = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
@@ -176,6 +152,7 @@ class KVRouter:
         self.captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> ([B, Hkv, L, D], same)
         self.plan: TeacherPlan | None = None
         self.teacher_layers_run: set[int] = set()
+        self.dense_attention = False  # True: one SDPA call with the whole mask (the reference for tests, benchmarks)
         self._installed: dict[str, Callable | None] = {}
 
     # --- setup -------------------------------------------------------------------------------------
@@ -271,17 +248,16 @@ class KVRouter:
             student_k, student_v = student_k.detach(), student_v.detach()
         if plan.key_rotation is not None:  # values carry no rotation
             student_k = plan.key_rotation(student_k)
-        n_rep = query.shape[1] // key.shape[1]
-        keys = _repeat_kv(torch.cat([student_k, key], dim=2), n_rep)  # [B', H, L + Lq, D]
-        values = _repeat_kv(torch.cat([student_v, value], dim=2), n_rep)
         if kwargs.get("softcap") is not None:
             raise NotImplementedError("attention logit soft-capping is not supported by LinguDistill's teacher")
-        out = F.scaled_dot_product_attention(
+        out = attend(
             query,
-            keys,
-            values,
-            attn_mask=plan.mask(kwargs.get("sliding_window")),
+            (student_k, student_v),
+            (key, value),
+            plan,
+            sliding_window=kwargs.get("sliding_window"),
             scale=kwargs.get("scaling"),
+            dense=self.dense_attention,
         )  # [B', H, Lq, D]
         self.teacher_layers_run.add(layer)
         return out.transpose(1, 2).contiguous(), None

@@ -147,6 +147,11 @@ class LossConfig(_Section):
     alpha: float | None = Field(
         default=None, ge=0.0, le=1.0, description="share of CE the distillation term replaces; mode replace only"
     )
+    fused_linear: bool = Field(
+        default=True,
+        description="compute CE and distillation from the student's final hidden states and output layer, chunk "
+        "by chunk, so its [tokens x vocab] logits never exist; false keeps the logits path (the reference)",
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> LossConfig:

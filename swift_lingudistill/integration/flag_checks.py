@@ -32,6 +32,14 @@ def check_swift_flags(args: Any, config: LinguDistillConfig) -> None:
         problems.append(
             "--cached_dataset rows were encoded without LinguDistill tags; pass the raw data with --dataset"
         )
+    if getattr(args, "use_liger_kernel", False):
+        problems.append(
+            "--use_liger_kernel: liger's fused linear cross-entropy never runs under a custom loss (swift hands the "
+            "loss the labels, not the model), and its other kernels (RMSNorm, RoPE, SwiGLU) replace the student's "
+            "modules untested with LinguDistill's K/V capture. LinguDistill already computes CE and distillation "
+            "from the hidden states without [tokens x vocab] logits (loss.fused_linear, on by default). Fix: "
+            "remove --use_liger_kernel"
+        )
     if getattr(args, "tuner_backend", None) == "unsloth":
         problems.append("--tuner_backend unsloth returns no logits; use the default peft backend")
     if not config.kv_share.detach and getattr(args, "gradient_checkpointing", False) and _use_reentrant(args):

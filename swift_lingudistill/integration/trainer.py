@@ -8,17 +8,21 @@ trainer reads what the loss needs from the batch first, and the loss asks the tr
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from swift.loss import BaseLoss
+from swift.metrics import compute_acc
 from swift.metrics.utils import Metric
 from swift.trainers import Seq2SeqTrainer
 from swift.utils import get_logger
 
 from ..distiller import BatchContext, Distiller
+from ..families import unwrap_model
+from ..student_head import HeadRecorder, fused_head_blocker
 from ..tagging import decode_channel
 from .resume import SaveConfigWithCheckpoints, restore_renamed_weights
 from .row_guard import BadRowsMetric
@@ -83,6 +87,8 @@ class LinguDistillTrainer(Seq2SeqTrainer):
             )
         self.lingudistill: Distiller = build_distiller(state, self.model, self)
         self._lingudistill_batch: BatchContext | None = None
+        self._lingudistill_step: dict[str, Any] = {}  # this step's recorder, rolled loss_scale, text positions
+        self._lingudistill_head: HeadRecorder | bool | None = None  # resolved at the first training step
         for mode in ("train", "eval"):
             # Created on every rank up front: a metric first seen on one rank only would desynchronise the
             # all-reduce swift runs when it logs.
@@ -107,21 +113,58 @@ class LinguDistillTrainer(Seq2SeqTrainer):
         ctx = batch_context(inputs, self.template.padding_free)
         self.lingudistill.start_step(ctx, inputs, self.model)
         self._lingudistill_batch = ctx
+        recorder = self._fused_head() if self.model.training else None
+        step: dict[str, Any] = {"recorder": recorder, "text_position_ids": inputs.get("text_position_ids")}
+        if not self.args.enable_channel_loss and inputs.get("loss_scale") is not None:
+            # Our loss weighs CE by loss_scale itself; left in the batch, swift would first compute a full float32
+            # per-token CE from the logits (which the fused path does not have) only to discard it. Rolled as swift
+            # rolls it (seq2seq_trainer: the scale of the token each position predicts).
+            step["loss_scale"] = torch.roll(inputs.pop("loss_scale"), shifts=-1, dims=-1).reshape(-1)
+        self._lingudistill_step = step
         try:
-            return super().compute_loss(
-                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
-            )
+            with recorder.recording() if recorder is not None else nullcontext():
+                return super().compute_loss(
+                    model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+                )
         finally:
             self._lingudistill_batch = None
+            self._lingudistill_step = {}
             self.lingudistill.end_step()  # drop the captured K/V before backward
+
+    def _fused_head(self) -> HeadRecorder | None:
+        """The student's output-layer recorder for the fused-linear path, or None (the logits path), decided once."""
+        if self._lingudistill_head is None:
+            family = self.lingudistill.family
+            reason = None if self.lingudistill.config.loss.fused_linear else "loss.fused_linear is false"
+            if reason is None and self.args.enable_channel_loss:
+                reason = "--enable_channel_loss computes a per-token CE from the logits"
+            if reason is None:
+                head = family.lm_head(self.model)
+                reason = fused_head_blocker(head, family.text_config(unwrap_model(self.model).config))
+            if reason is None:
+                self._lingudistill_head = HeadRecorder(head)
+                logger.info("LinguDistill: fused-linear loss (CE and distillation from the student's hidden states "
+                            "and output layer; no [tokens x vocab] logits) in training steps")  # fmt: skip
+            else:
+                self._lingudistill_head = False
+                logger.info(f"LinguDistill: the loss reads the student's logits ({reason})")
+        return self._lingudistill_head or None
 
     def lingudistill_loss(self, outputs, labels, num_items_in_batch=None, loss_scale=None):
         ctx = self._lingudistill_batch
         if ctx is None:
             raise RuntimeError("the LinguDistill loss was called outside LinguDistillTrainer.compute_loss")
+        step = self._lingudistill_step
+        recorder = step.get("recorder")
+        if loss_scale is None:
+            loss_scale = step.get("loss_scale")
+        student = outputs.logits if recorder is None else recorder.student()
         loss, stats = self.lingudistill.loss(
-            outputs.logits, labels, ctx, num_items_in_batch=num_items_in_batch, loss_scale=loss_scale
+            student, labels, ctx, num_items_in_batch=num_items_in_batch, loss_scale=loss_scale
         )
+        if recorder is not None:
+            outputs.logits = None  # only a placeholder: swift skips its accuracy, computed here from the argmax
+            self._token_accuracy(stats.argmax, labels, ctx, step.get("text_position_ids"))
         metrics = self.custom_metrics["train" if self.model.training else "eval"]
         metrics["ce_loss"].update(stats.ce)
         if stats.kd.numel():
@@ -134,6 +177,16 @@ class LinguDistillTrainer(Seq2SeqTrainer):
                 "trained on cross-entropy only (counted in kd_skipped). Check the teacher's weights and dtype."
             )
         return loss
+
+    def _token_accuracy(self, argmax, labels, ctx: BatchContext, text_position_ids) -> None:
+        """swift's token (or sequence) accuracy, from the loss's argmax instead of the logits' (same numbers)."""
+        cu_seqlens = None
+        if self.template.padding_free and self.args.acc_strategy == "seq" and text_position_ids is not None:
+            cu_seqlens = self.get_cu_seqlens(text_position_ids, ctx.logits_to_keep)
+        acc = compute_acc(argmax, labels, acc_strategy=self.args.acc_strategy, cu_seqlens=cu_seqlens)
+        metrics = self.custom_metrics["train" if self.model.training else "eval"]
+        for key, value in acc.items():
+            metrics[key].update(value)
 
 
 class SumMetric(Metric):

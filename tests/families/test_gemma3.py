@@ -13,9 +13,10 @@ import pytest
 import torch
 from transformers import Gemma3Config, Gemma3TextConfig
 
+from swift_lingudistill import kv_share, teacher_attention
 from swift_lingudistill.families import family_for, lineage_of, supported_model_types
 from swift_lingudistill.families.gemma3 import Gemma3Family, Gemma3UnsupportedConfigError
-from swift_lingudistill.kv_share import ROUTER, TeacherPlan
+from swift_lingudistill.kv_share import ROUTER
 from swift_lingudistill.teacher import LineageError, check_lineage
 from tests.support.cases.gemma3 import gemma3_batch, gemma3_case
 from tests.support.harness import context, distiller_for, student_logits, teacher_logits, text_positions
@@ -98,15 +99,18 @@ def test_student_runs_eager_attention_and_the_router_captures_it(case):
 
 @pytest.mark.parametrize("shift", [None, -1, 1], ids=["window-ignored", "window-minus-1", "window-plus-1"])
 def test_sliding_window_boundary_is_the_one_transformers_uses(case, monkeypatch, shift):
-    """KV sharing masks k > q - window, as masking_utils.sliding_window_overlay; any other boundary breaks identity."""
-    original = TeacherPlan.mask
+    """KV sharing masks k > q - window, as masking_utils.sliding_window_overlay; any other boundary breaks identity.
 
-    def wrong_window(self, sliding_window=None):
-        if sliding_window is None:
-            return original(self, None)
-        return original(self, None if shift is None else sliding_window + shift)
+    The boundary is moved where every mask is built (``mask_block``: the query chunks of the default attention and
+    the dense reference's whole mask), so the check holds whichever path runs."""
+    original = teacher_attention.mask_block
 
-    monkeypatch.setattr(TeacherPlan, "mask", wrong_window)
+    def wrong_window(plan, q0, q1, k_end, own_end, sliding_window=None):
+        wrong = None if sliding_window is None or shift is None else sliding_window + shift  # None: window ignored
+        return original(plan, q0, q1, k_end, own_end, wrong)
+
+    monkeypatch.setattr(teacher_attention, "mask_block", wrong_window)
+    monkeypatch.setattr(kv_share, "mask_block", wrong_window)
     assert identity_diff(case) > 1e-3
 
 

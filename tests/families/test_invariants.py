@@ -9,7 +9,9 @@ from swift_lingudistill.families import supported_model_types
 from tests.support.cases import CASE_BUILDERS
 from tests.support.harness import SCOPES
 from tests.support.invariants import (
+    check_chunked_attention_equals_dense,
     check_compact_equals_full,
+    check_fused_head_equals_logits,
     check_no_image_equals_plain_teacher,
     check_selection_is_exact,
     check_self_teacher_identity,
@@ -51,3 +53,13 @@ def test_compact_teacher_equals_full_sequence_teacher(case, scope):
 def test_selection_is_exact(case):
     """Invariant 5."""
     check_selection_is_exact(case)
+
+
+def test_chunked_teacher_attention_equals_dense_mask(case):
+    """The default attention (query chunks) against the dense-mask reference; invariants 1 and 4 run on it."""
+    check_chunked_attention_equals_dense(case, "image")
+
+
+def test_fused_linear_loss_equals_the_logits_path(case):
+    """The default loss (hidden states at the output layer) against the loss on the logits, gradients included."""
+    check_fused_head_equals_logits(case)

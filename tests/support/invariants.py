@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 
+from swift_lingudistill import teacher_attention
+from swift_lingudistill.kv_share import ROUTER
+from swift_lingudistill.student_head import HeadRecorder
 from tests.support.harness import FamilyCase, context, distiller_for, student_logits, teacher_logits, text_positions
 
 
@@ -108,3 +113,68 @@ def check_sequence_positions_break_identity(case: FamilyCase) -> None:
     mask[case.text_only_row] = False  # the text-only row has sequence positions anyway
     diff = (teacher_logits(distiller, ctx, mask) - logits[mask].detach()).abs().max()
     assert diff > 1e-3
+
+
+def check_chunked_attention_equals_dense(case: FamilyCase, scope: str) -> None:
+    """The teacher's default attention (query chunks, each with its own mask block) gives the dense-mask path's
+    logits, with chunks cut small enough that every row spans several of them."""
+    batch = case.batch()
+    ctx = context(case, batch)
+    mask = text_positions(ctx)
+    distiller = distiller_for(case, teacher_model=case.other_teacher, scope=scope)
+    results = []
+    previous = teacher_attention.MASK_ELEMENTS
+    try:
+        teacher_attention.MASK_ELEMENTS = 97
+        for dense in (True, False):
+            ROUTER.dense_attention = dense
+            student_logits(case, batch)
+            results.append(teacher_logits(distiller, ctx, mask))
+    finally:
+        teacher_attention.MASK_ELEMENTS = previous
+        ROUTER.dense_attention = False
+    torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-5)
+
+
+def check_fused_head_equals_logits(case: FamilyCase) -> None:
+    """The fused-linear loss (hidden states recorded at the output layer, no logits) equals the loss on the
+    logits: the value, the per-token values, the argmax and every parameter's gradient, the output layer's
+    (tied to the embedding or not) included."""
+    distiller = distiller_for(case, teacher_model=case.other_teacher)
+    batch = case.batch()
+    forward = {k: batch[k] for k in case.forward_keys if k in batch}
+    student = case.student
+    results = []
+    for fused in (True, False):
+        ctx = context(case, batch, (1.0, 0.5, 1.0))
+        recorder = HeadRecorder(case.family.lm_head(student))
+        student.zero_grad()
+        ROUTER.start_capture()
+        with recorder.recording() if fused else nullcontext():
+            out = student(**forward)
+        if fused:
+            assert out.logits.shape[-1] == 0, "the model's logits must be the empty placeholder"
+        loss, stats = distiller.loss(recorder.student() if fused else out.logits, batch["labels"], ctx,
+                                     num_items_in_batch=50)  # fmt: skip
+        distiller.end_step()
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in student.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), stats, grads))
+        argmax = stats.argmax if fused else out.logits.detach().argmax(-1)  # [B, L]: what swift's accuracy reads
+        results[-1] = (*results[-1], argmax)
+    student.zero_grad()
+    (loss_f, stats_f, grads_f, argmax_f), (loss_l, stats_l, grads_l, argmax_l) = results
+    assert stats_f.teacher_ran and stats_f.kd.numel() > 0
+    torch.testing.assert_close(loss_f, loss_l, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stats_f.ce, stats_l.ce, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stats_f.kd, stats_l.kd, rtol=1e-5, atol=1e-6)
+    assert torch.equal(argmax_f, argmax_l) and stats_l.argmax is None
+    head = case.family.lm_head(student)
+    head_name = next(name for name, p in student.named_parameters() if p is head.weight)
+    assert grads_f.keys() == grads_l.keys() and head_name in grads_f
+    # Some gradients are rounding noise around an exact zero (a key bias under softmax): tolerances are relative
+    # to each tensor's largest entry, with a floor relative to the largest gradient of all.
+    floor = 1e-7 * max(float(g.abs().max()) for g in grads_l.values())
+    for name, want in grads_l.items():
+        atol = max(1e-5 * float(want.abs().max()), floor)
+        torch.testing.assert_close(grads_f[name], want, rtol=1e-4, atol=atol, msg=lambda m, n=name: f"{n}: {m}")

@@ -214,7 +214,8 @@ def test_no_full_size_float32_intermediates(config: Config) -> None:
 
     def chunked() -> None:
         total, _ = distill_sum(student, teacher, weights, chunk_size=chunk, **config.kwargs())
-        saved_by_ctx = total.grad_fn.saved_tensors  # only the two gradient buffers, in the inputs' dtype
+        saved_by_ctx = [t for t in total.grad_fn.saved_tensors if t is not None]
+        # only the two gradient buffers, in the inputs' dtype
         assert [(t.dtype, tuple(t.shape)) for t in saved_by_ctx] == [(BF16, (m, v)), (BF16, (m, v))]
         total.backward()
 
@@ -250,3 +251,70 @@ def test_cross_entropy_has_no_full_size_float32_intermediates() -> None:
 
     saved, seen = _run_recorded(lambda: F.cross_entropy(logits.float(), labels).backward())
     assert _full_float32(seen, m, v)
+
+
+@pytest.mark.parametrize("student_kind", ["logits", "head"])
+@pytest.mark.parametrize("rows_kind", ["all", "contiguous", "scattered", "none"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_default_loss_shares_one_softmax_and_matches_the_reference(dtype, rows_kind, student_kind):
+    """The default (CE + forward KL, tau 1, the whole vocabulary, no top-k) runs its own shorter chunk math: it
+    equals the float64 reference, values and gradients, whichever rows of a chunk are distilled."""
+    from swift_lingudistill.losses import StudentHead
+
+    gen = torch.Generator().manual_seed(17)
+    m, v, h = 19, 97, 6
+    hidden = torch.randn(m, h, generator=gen).to(dtype).requires_grad_()
+    weight = (torch.randn(v, h, generator=gen) * 0.8).to(dtype).requires_grad_()
+    labels = torch.randint(0, v, (m,), generator=gen)
+    labels[::5] = -100
+    ce_weights = torch.rand(m, generator=gen) + 0.5
+    ce_weights[3] = 0.0
+    rows = {"all": torch.arange(m), "contiguous": torch.arange(4, 15), "scattered": torch.tensor([0, 2, 3, 9, 17]),
+            "none": torch.zeros(0, dtype=torch.long)}[rows_kind]  # fmt: skip
+    kd_weights = mixed_weights(len(rows), gen)
+    teacher = teacher_head(len(rows), h, v, dtype, gen, bias=False, top_k=None)
+    student = StudentHead(hidden, weight) if student_kind == "head" else F.linear(hidden, weight)
+    total, ce, kd = fused_loss(student, labels, ce_weights, teacher, kd_weights, rows, chunk_size=6)
+    (1.5 * total).backward()
+
+    leaves = [t.detach().double().requires_grad_() for t in (hidden, weight)]
+    logits64 = F.linear(*leaves)
+    if dtype == BF16:  # the values the bf16 path rounds its logits to, with the float64 gradient
+        logits64 = logits64 + (F.linear(hidden.detach(), weight.detach()).double() - logits64).detach()
+    t64 = F.linear(teacher.hidden, teacher.weight).double()
+    ce_ref = F.cross_entropy(logits64, labels, ignore_index=-100, reduction="none")
+    kd_total, kd_ref = naive_distill(logits64, t64, kd_weights, rows, Config("forward_kl"), 1.0, None)
+    ((ce_weights.double() * ce_ref).sum() + kd_total).mul(1.5).backward()
+    tol = VALUE_TOL if dtype == torch.float32 else {"rtol": 5e-3, "atol": 1e-4}
+    assert_close(total.double(), (ce_weights.double() * ce_ref).sum() + kd_total, **tol)
+    assert_close(ce.double(), ce_ref.detach(), **tol)
+    assert_close(kd.double(), kd_ref.detach(), **tol)
+    for leaf, ref in zip((hidden, weight), leaves, strict=True):
+        # bf16: a matmul of bf16-rounded logit gradients, summed over the vocabulary (as the head test above)
+        scale = float(ref.grad.abs().max())
+        tol = grad_tol(dtype, ref.grad) if dtype == torch.float32 else {"rtol": 3e-2, "atol": 1e-2 * scale}
+        assert_close(leaf.grad.double(), ref.grad, **tol)
+
+
+def test_default_loss_with_a_wider_teacher_compares_the_shared_vocabulary() -> None:
+    """Teacher logits wider than the student's vocabulary (a padded teacher head): the shared-softmax path compares
+    the leading ``vocab`` columns and equals the float64 reference on them."""
+    gen = torch.Generator().manual_seed(23)
+    m, v, vt = 11, 41, 53
+    logits = random_logits(m, v, torch.float32, gen).requires_grad_()
+    labels = torch.randint(0, v, (m,), generator=gen)
+    rows = torch.tensor([1, 4, 5, 10])
+    kd_weights = mixed_weights(len(rows), gen)
+    teacher = teacher_logits(len(rows), vt, torch.float32, gen, None, v)
+    total, _, kd = fused_loss(logits, labels, torch.ones(m), teacher, kd_weights, rows, chunk_size=4)
+    total.backward()
+
+    logits64 = logits.detach().double().requires_grad_()
+    kd_total, kd_ref = naive_distill(
+        logits64, teacher[:, :v].double(), kd_weights, rows, Config("forward_kl"), 1.0, None
+    )
+    ref = F.cross_entropy(logits64, labels, reduction="sum") + kd_total
+    ref.backward()
+    assert_close(total.double(), ref.detach(), **VALUE_TOL)
+    assert_close(kd.double(), kd_ref.detach(), **VALUE_TOL)
+    assert_close(logits.grad.double(), logits64.grad, **grad_tol(torch.float32, logits64.grad))
