@@ -14,7 +14,7 @@ from swift_lingudistill.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "examples").glob("*.sh"))
-# swift YAML configs (the miniature's plugin configs under examples/miniature/configs are tested there)
+# swift YAML configs
 YAMLS = sorted([*(REPO / "examples").glob("*.yaml"), *(REPO / "examples" / "multinode").glob("*.yaml")])
 MULTINODE = sorted((REPO / "examples" / "multinode").glob("*.sh"))
 

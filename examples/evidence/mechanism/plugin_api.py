@@ -139,7 +139,8 @@ class SwiftStep:
             inputs.pop("text_position_ids", None)
             inputs.pop("channel", None)
             labels = inputs.pop("labels")
-            scale = None if loss_scale is None else loss_scale(ctx, labels)
+            # swift rolls the template's loss_scale by one and flattens it before the registered loss sees it
+            scale = None if loss_scale is None else torch.roll(loss_scale(ctx, labels), shifts=-1, dims=-1).view(-1)
             outputs = self.template.compute_sft_loss(self.model, inputs)
             if between is not None and ctx.rotary is not None:
                 between(router, ctx)

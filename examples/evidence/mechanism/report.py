@@ -199,7 +199,9 @@ def tables(summary: dict[str, Any]) -> str:
         lines.append(f"| {seed}, {order} | {row} |")
     lines += ["", "**Per task** (%, mean over units):", ""]
     tasks = [(ev, t) for ev in EVALS for t in summary["by_task"][arms[0]][ev]]
-    lines += ["| arm | " + " | ".join(t for _, t in tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    short = {"held_out_facts": "held-out", "seen_facts": "seen", "several_answer": "", "image_knowledge": "", "vision": ""}
+    heads = [f"{short[ev]} {t}".strip() for ev, t in tasks]
+    lines += ["| arm | " + " | ".join(heads) + " |", "|---" * (len(tasks) + 1) + "|"]
     for arm in arms:
         lines.append(f"| {arm} | " + " | ".join(f"{summary['by_task'][arm][ev][t]:.0f}" for ev, t in tasks) + " |")
     return "\n".join(lines)
