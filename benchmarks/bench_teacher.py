@@ -4,7 +4,7 @@ The student's per-layer K/V are given (random, the right shapes); the teacher is
 is ``[prompt][image block][question][answer]`` with the answer supervised; the image block takes 0%, 50% or
 90% of the sequence. The full-sequence teacher computes every position (its K/V replaced at the image); the
 compact one computes only its own positions up to the last answer token and the answer's logit positions.
-Both give the same logits (METHOD.md invariant 4, tested in tests/test_kv_share.py).
+Both give the same logits (docs/METHOD.md invariant 4, tested in tests/families/test_invariants.py).
 
     python benchmarks/bench_teacher.py                       # L = 2048, batch 2, hidden 512, 8 layers
 """

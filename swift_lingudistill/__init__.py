@@ -1,7 +1,9 @@
 """swift-lingudistill: LinguDistill (selective cross-modal distillation) for ms-swift VLM fine-tuning.
 
-The math (``losses``, ``kv_share``, ``distiller``) is plain torch; ``integration`` is the only module that
-touches ms-swift's registries, and is imported by ``swift_plugin.py`` (the file ``--external_plugins`` takes).
+The core (``config``, ``tagging``, ``divergences``, ``losses``, ``kv_share``, ``teacher``, ``distiller``,
+``families``) is plain torch and transformers and never imports ms-swift; ``integration/`` is the one
+subpackage that does, loaded by ``swift_plugin.py`` (the file ``--external_plugins`` takes). The import graph
+is drawn in docs/ARCHITECTURE.md; the method in docs/METHOD.md.
 """
 
 from .config import ConfigError, LinguDistillConfig, load_config

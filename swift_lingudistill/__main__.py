@@ -16,13 +16,22 @@ def _plugin_path(_: argparse.Namespace) -> int:
     return 0
 
 
-def _validate(ns: argparse.Namespace) -> int:
-    from .config import ConfigError, dump_config, load_config
+def _load(path: str):
+    """The validated config, or None after printing every problem (the command then exits with 2)."""
+    from .config import ConfigError, load_config
 
     try:
-        config = load_config(ns.config)
+        return load_config(path)
     except ConfigError as e:
         print(e, file=sys.stderr)
+        return None
+
+
+def _validate(ns: argparse.Namespace) -> int:
+    from .config import dump_config
+
+    config = _load(ns.config)
+    if config is None:
         return 2
     print(f"# {ns.config}: valid. Resolved (defaults filled in):")
     print(dump_config(config), end="")
@@ -30,13 +39,10 @@ def _validate(ns: argparse.Namespace) -> int:
 
 
 def _tag_report(ns: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config
-    from .report import tag_report
+    from .integration.tag_report import tag_report
 
-    try:
-        config = load_config(ns.config)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
+    config = _load(ns.config)
+    if config is None:
         return 2
     report = tag_report(config, ns.dataset, num_proc=ns.num_proc)
     print(report.format(title=f"LinguDistill tagging of {', '.join(ns.dataset)} with {ns.config}"))

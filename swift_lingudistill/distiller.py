@@ -2,7 +2,8 @@
 
 Data flow: batch -> per-token weights (tags) -> student forward with K/V captured (kv_share) -> teacher
 forward over shared K/V on the distilled rows only (teacher) -> chunked CE + distillation (losses).
-Nothing here imports ms-swift; ``integration`` and ``trainer`` feed it swift's batches.
+One step: ``start_step`` (before the student's forward), ``loss`` (after it), ``end_step`` (before backward).
+Nothing here imports ms-swift; ``integration.trainer`` feeds it swift's batches.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from .config import LinguDistillConfig
-from .families import FamilyAdapter
+from .families import FamilyAdapter, unwrap_model
 from .kv_share import ROUTER, KVRouter, build_plan, shared_positions, teacher_visible
 from .losses import IGNORE_INDEX, TeacherHead, cross_entropy_sum, fused_loss
 from .teacher import TeacherRunner
@@ -95,6 +96,31 @@ class Distiller:
         """Whether this batch needs the teacher (and so the student's K/V)."""
         return ctx.any_distilled and self.config.loss.lambda_ > 0
 
+    # --- one step's K/V capture ------------------------------------------------------------------------
+    def start_step(self, ctx: BatchContext, batch: dict[str, Any], model: nn.Module) -> None:
+        """Before the student's forward: check the batch; when it distils, fill the positions the teacher
+        reads (``ctx.rotary``, ``ctx.vision``) and capture the student's K/V during that forward."""
+        self.family.check_batch(batch, model)
+        if not self.will_distill(ctx):  # a batch that distils nothing skips the rotary and vision scan
+            return
+        ctx.rotary = self.family.rotary_positions(batch, model)
+        ctx.vision = self.family.vision_mask(ctx.input_ids, unwrap_model(model).config)
+        self.router.start_capture()
+
+    def finish_capture(self) -> None:
+        """After the student's forward (the loss calls it): every layer's K/V must have been seen."""
+        if self.router.phase == "capture":
+            self.router.finish_capture()
+
+    def end_step(self) -> None:
+        """Drop the captured K/V (before backward, whose checkpoint recompute must not capture again)."""
+        self.router.reset()
+
+    def text_teacher_hidden(self, batch: dict[str, Any], model: nn.Module) -> torch.Tensor:
+        """[B, L, H] the teacher's plain forward on a text-only batch, at the student's rotary positions."""
+        positions = self.family.rotary_positions(batch, model)  # [B, L]
+        return self.teacher.text_hidden_states(batch["input_ids"], positions, batch.get("attention_mask"))
+
     def teacher_hidden(self, ctx: BatchContext, logit_mask: torch.Tensor) -> torch.Tensor:
         """[N, H] teacher final hidden states at the positions of ``logit_mask`` [B, L], row-major order."""
         if ctx.rotary is None or ctx.vision is None:
@@ -124,6 +150,7 @@ class Distiller:
         loss_scale: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, StepStats]:
         """``logits`` [B, K, V] and ``labels`` [B, K] as swift's loss receives them (unshifted, cut to K)."""
+        self.finish_capture()
         cfg = self.config.loss
         n_rows, n_kept, vocab = logits.shape
         targets = torch.roll(labels, shifts=-1, dims=-1)  # [B, K]: the token each logit predicts
@@ -161,12 +188,9 @@ class Distiller:
                     TeacherHead(hidden, head_weight, head_bias),
                     kd_weight,
                     distilled.reshape(-1).nonzero().flatten(),
-                    divergence=cfg.divergence,
-                    beta=cfg.beta,
-                    temperature=cfg.temperature,
-                    top_k=cfg.top_k,
                     vocab=self.shared_vocab,
                     chunk_size=self.chunk_size,
+                    **cfg.model_dump(include={"divergence", "beta", "temperature", "top_k"}),
                 )
         else:
             total, ce_tokens = cross_entropy_sum(flat_logits, flat_targets, flat_ce_weight, chunk_size=self.chunk_size)

@@ -11,7 +11,7 @@ module identity and phase:
 
 The teacher computes only the positions it needs (its own positions and the positions whose logits the
 loss reads); the K/V of every other position are the student's. That is the same as running the full
-sequence with those K/V replaced (METHOD.md invariant 4), for less compute.
+sequence with those K/V replaced (docs/METHOD.md invariant 4), for less compute.
 """
 
 from __future__ import annotations

@@ -3,6 +3,6 @@
 Get its absolute path with ``python -m swift_lingudistill plugin-path``.
 """
 
-from swift_lingudistill.integration import register
+from swift_lingudistill.integration.registration import register
 
 register()

@@ -113,6 +113,11 @@ class TeacherRunner:
         self.offload_device: torch.device | None = None  # set: weights live on CPU, visit this device to run
         self.placement: str | None = None  # how the run placed it, for the log
 
+    @property
+    def shares_student_weights(self) -> bool:
+        """True for the LoRA ``self`` teacher: its modules are the student's own, placed with the student."""
+        return self._adapters_off is not None
+
     def attention_modules(self, family: FamilyAdapter) -> list[nn.Module]:
         return family.attention_modules(self.decoder)
 
@@ -155,11 +160,24 @@ class TeacherRunner:
                 stack.enter_context(_visiting([self.head], self.offload_device))
             yield self.head.weight, getattr(self.head, "bias", None)
 
-    def hidden_states(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        """[B', Lq] ids and rotary positions -> [B', Lq, H] final hidden states (after the final norm)."""
-        ids = input_ids.clamp(max=self.vocab_rows - 1)  # vision ids the teacher lacks: never read (K/V shared)
-        out = self.decoder(input_ids=ids, position_ids=position_ids, use_cache=False)
+    def hidden_states(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B', Lq] ids and rotary positions -> [B', Lq, H] final hidden states (after the final norm).
+
+        Call it inside ``active()``. Ids the teacher's vocabulary lacks (vision placeholders) are clamped: their
+        K/V come from the student, so what the teacher computes there is never read.
+        """
+        ids = input_ids.clamp(max=self.vocab_rows - 1)
+        out = self.decoder(input_ids=ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    def text_hidden_states(
+        self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The plain text LM's forward (nothing shared): [B, L] -> [B, L, H], e.g. for text-only held-out rows."""
+        with self.active():
+            return self.hidden_states(input_ids, position_ids, attention_mask)
 
 
 def _rows(weight: torch.Tensor) -> int:

@@ -13,8 +13,6 @@ import pytest  # noqa: E402
 
 from swift_lingudistill.tiny import build_demo_assets, qwen_tokenizer  # noqa: E402
 
-FAMILIES = ("qwen2_5_vl", "qwen2_vl")
-
 
 @pytest.fixture(scope="session")
 def tokenizer():

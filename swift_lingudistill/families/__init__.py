@@ -7,22 +7,22 @@ import importlib
 import pkgutil
 from typing import Any
 
-from .base import FamilyAdapter, LineageSpec, UnsupportedFamily, lineage_of
+from .base import FamilyAdapter, LineageSpec, lineage_of, unwrap_model
 
 __all__ = [
     "FAMILIES",
     "FamilyAdapter",
     "LineageSpec",
-    "UnsupportedFamily",
     "UnsupportedFamilyError",
     "family_for",
     "lineage_of",
     "supported_model_types",
+    "unwrap_model",
 ]
 
 
 class UnsupportedFamilyError(ValueError):
-    """The student's model type has no LinguDistill adapter (or one that refuses it, with the reason)."""
+    """The student's model type has no LinguDistill adapter."""
 
 
 def _discover() -> tuple[FamilyAdapter, ...]:
@@ -56,15 +56,9 @@ def family_for(model_type: str | None = None, config: Any = None) -> FamilyAdapt
     hf_type = getattr(config, "model_type", None)
     for family in FAMILIES:
         if model_type in family.swift_model_types or (model_type is None and hf_type in family.hf_model_types):
-            if isinstance(family, UnsupportedFamily):
-                raise UnsupportedFamilyError(family.refusal(model_type or hf_type))
             return family
     raise UnsupportedFamilyError(
         f"LinguDistill has no adapter for the student model_type {model_type or hf_type!r}. "
-        f"Supported model types: {', '.join(t for t in supported_model_types() if _supported(t))}. "
+        f"Supported model types: {', '.join(supported_model_types())}. "
         "Fix: train one of those, or add an adapter in swift_lingudistill/families/ (one file)."
     )
-
-
-def _supported(model_type: str) -> bool:
-    return not any(isinstance(f, UnsupportedFamily) and model_type in f.swift_model_types for f in FAMILIES)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["FamilyAdapter", "LineageSpec", "UnsupportedFamily", "lineage_of"]
+__all__ = ["FamilyAdapter", "LineageSpec", "lineage_of", "unwrap_model"]
 
 
 class LineageSpec(dict):
@@ -103,7 +103,7 @@ class FamilyAdapter:
         raise NotImplementedError
 
     def lm_head(self, model: nn.Module) -> nn.Module:
-        return _unwrap(model).lm_head
+        return unwrap_model(model).lm_head
 
     def attention_modules(self, decoder: nn.Module) -> list[nn.Module]:
         """One attention module per layer, in layer order."""
@@ -129,7 +129,7 @@ class FamilyAdapter:
         return torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The transformers model under DDP / DeepSpeed (``.module``) and PEFT (``get_base_model()``) wrappers."""
     for _ in range(4):
         if hasattr(model, "get_base_model"):  # peft.PeftModel
@@ -139,12 +139,3 @@ def _unwrap(model: nn.Module) -> nn.Module:
         else:
             break
     return model
-
-
-class UnsupportedFamily(FamilyAdapter):
-    """A family LinguDistill recognises but refuses, with the measured reason (never a silently wrong teacher)."""
-
-    reason: str = ""
-
-    def refusal(self, model_type: str | None) -> str:
-        return f"LinguDistill does not support the student model_type {model_type!r}: {self.reason}"

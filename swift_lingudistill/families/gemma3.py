@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import FamilyAdapter, LineageSpec, _unwrap, lineage_of
+from .base import FamilyAdapter, unwrap_model
 
 __all__ = ["Gemma3Family", "Gemma3UnsupportedConfigError", "refuse_unsupported"]
 
@@ -73,12 +73,9 @@ class Gemma3Family(FamilyAdapter):
         refuse_unsupported(text, "student")  # called before any model loads, for `self` and separate teachers
         return text
 
-    def lineage(self, config: Any) -> LineageSpec:
-        return lineage_of(self.text_config(config))
-
     def check_teacher_config(self, config: Any) -> None:
-        """Refuse a separate teacher's config before its weights load (called once the core hook lands; until
-        then ``attention_modules`` refuses it when the distiller is built)."""
+        """Refuse a separate teacher's config before its weights load (the swift glue calls it while it checks the
+        teacher's lineage)."""
         refuse_unsupported(getattr(config, "text_config", config), "teacher")
 
     def vision_token_ids(self, config: Any) -> tuple[int, ...]:
@@ -86,11 +83,11 @@ class Gemma3Family(FamilyAdapter):
         return (int(config.image_token_id),)
 
     def language_model(self, model: nn.Module) -> nn.Module:
-        return _unwrap(model).model.language_model
+        return unwrap_model(model).model.language_model
 
     def attention_modules(self, decoder: nn.Module) -> list[nn.Module]:
-        # Called for the student's and the teacher's decoder when the distiller is built: the teacher's config
-        # is checked here, after it loads and before training.
+        # Called for the student's and the teacher's decoder when the distiller is built: a teacher built
+        # without the swift glue (direct use of the Distiller) is checked here, after it loads and before training.
         refuse_unsupported(decoder.config, "student or teacher")
         return [layer.self_attn for layer in decoder.layers]
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import FamilyAdapter, _unwrap
+from .base import FamilyAdapter, unwrap_model
 
 __all__ = ["Idefics3Family"]
 
@@ -32,7 +32,7 @@ class Idefics3Family(FamilyAdapter):
     hf_model_types = ("idefics3",)
 
     def language_model(self, model: nn.Module) -> nn.Module:
-        return _unwrap(model).model.text_model
+        return unwrap_model(model).model.text_model
 
     def vision_token_ids(self, config: Any) -> tuple[int, ...]:
         """``(<image>, <fake_token_around_image>)``.
@@ -86,7 +86,7 @@ class Idefics3Family(FamilyAdapter):
         input_ids = batch.get("input_ids")
         if input_ids is None:
             return
-        config = _unwrap(model).config
+        config = unwrap_model(model).config
         image_id, fake_id = self.vision_token_ids(config)
         tokens = (input_ids == image_id).sum(dim=-1)  # [B]
         pixel_values = batch.get("pixel_values")

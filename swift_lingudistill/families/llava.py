@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from .base import FamilyAdapter, _unwrap
+from .base import FamilyAdapter, unwrap_model
 
 __all__ = ["LlavaFamily"]
 
@@ -30,4 +30,4 @@ class LlavaFamily(FamilyAdapter):
         return (int(config.image_token_id),)
 
     def language_model(self, model: nn.Module) -> nn.Module:
-        return _unwrap(model).model.language_model
+        return unwrap_model(model).model.language_model

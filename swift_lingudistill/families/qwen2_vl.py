@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import FamilyAdapter, _unwrap
+from .base import FamilyAdapter, unwrap_model
 
 __all__ = ["Qwen2VLFamily"]
 
@@ -25,12 +25,12 @@ class Qwen2VLFamily(FamilyAdapter):
     hf_model_types = ("qwen2_vl", "qwen2_5_vl")
 
     def language_model(self, model: nn.Module) -> nn.Module:
-        return _unwrap(model).model.language_model
+        return unwrap_model(model).model.language_model
 
     def rotary_positions(self, batch: dict[str, Any], model: nn.Module) -> torch.Tensor:
         position_ids = batch.get("position_ids")
         if position_ids is None:
-            inner = _unwrap(model).model
+            inner = unwrap_model(model).model
             position_ids, _ = inner.get_rope_index(
                 batch["input_ids"],
                 image_grid_thw=batch.get("image_grid_thw"),

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import _unwrap
+from .base import unwrap_model
 from .qwen2_vl import Qwen2VLFamily
 
 __all__ = ["Qwen3VLFamily"]
@@ -32,7 +32,7 @@ class Qwen3VLFamily(Qwen2VLFamily):
 
     def rotary_positions(self, batch: dict[str, Any], model: nn.Module) -> torch.Tensor:
         if batch.get("position_ids") is None and batch.get("mm_token_type_ids") is None:
-            config = _unwrap(model).config
+            config = unwrap_model(model).config
             ids = batch["input_ids"]
             types = (ids == config.image_token_id).long() + 2 * (ids == config.video_token_id).long()  # [B, L]
             batch = {**batch, "mm_token_type_ids": types}

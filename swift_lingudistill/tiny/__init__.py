@@ -1,6 +1,7 @@
-"""Tiny random-weight models, tokenizers and data built locally in seconds (never downloaded, never committed).
+"""The demo's tiny random-weight Qwen2.5-VL / Qwen2-VL, its teacher LM and its mixed dataset, built locally in
+seconds with the real Qwen tokenizer (never downloaded, never committed): what ``build-demo`` needs.
 
-One module per model family; ``demo`` builds the README demo's assets.
+The builders of the other families live with the tests (``tests/support/tiny``).
 """
 
 from .common import TinySize, atomic_build_dir, default_cache_dir

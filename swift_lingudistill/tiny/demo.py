@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
+from .common import write_jsonl
 from .qwen import build_qwen2_lm, build_qwen_vl, qwen_tokenizer
 
 __all__ = ["build_demo_assets", "build_demo_dataset"]
@@ -88,11 +88,7 @@ def build_demo_dataset(out_dir: str | Path, rows: int = 24, seed: int = 0) -> Pa
         if i % 12 == 7:
             record["distill"] = kind != 0
         records.append(record)
-    path = out_dir / "demo.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
-    return path
+    return write_jsonl(out_dir / "demo.jsonl", records)
 
 
 def build_demo_assets(root: str | Path, family: str = "qwen2_5_vl", perturb: float = 0.5, seed: int = 0) -> dict:

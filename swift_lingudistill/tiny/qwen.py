@@ -142,30 +142,13 @@ def build_qwen2_lm(out_dir: str | Path, size: TinySize = DEFAULT_SIZE, seed: int
 
 
 def _vision_config(family: str, size: TinySize) -> dict[str, Any]:
-    if family == "qwen2_5_vl":
-        return dict(
-            depth=2,
-            hidden_size=32,
-            intermediate_size=64,
-            num_heads=2,
-            out_hidden_size=size.hidden,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-            window_size=112,
-            fullatt_block_indexes=[1],
-        )
-    if family == "qwen2_vl":
-        return dict(
-            depth=2,
-            embed_dim=32,
-            hidden_size=size.hidden,
-            mlp_ratio=2,
-            num_heads=2,
-            patch_size=14,
-            spatial_merge_size=2,
-            temporal_patch_size=2,
-        )
+    """A two-block vision tower whose merged patches come out at the language model's width."""
+    shared = dict(depth=2, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    if family == "qwen2_5_vl":  # the 2.5 tower: windowed attention, its own MLP width and output projection
+        own = dict(hidden_size=32, intermediate_size=64, out_hidden_size=size.hidden, window_size=112)
+        return {**shared, **own, "fullatt_block_indexes": [1]}
+    if family == "qwen2_vl":  # the Qwen2-VL tower: embed_dim inside, hidden_size is the merger's output
+        return {**shared, "embed_dim": 32, "hidden_size": size.hidden, "mlp_ratio": 2}
     raise ValueError(f"unknown tiny VLM family {family!r}: use 'qwen2_vl' or 'qwen2_5_vl'")
 
 

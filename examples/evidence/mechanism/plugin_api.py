@@ -1,8 +1,9 @@
 """The one module of the harness that imports swift-lingudistill's internals (adapt here when they move).
 
 What the harness needs from the plugin: its config model, its tagger, its ``Distiller`` with a teacher, and
-the trainer's own per-step code (``LinguDistillTrainer._batch_context`` and ``lingudistill_loss``, borrowed as
-plain functions) so an in-process step computes exactly what ``swift sft --loss_type lingudistill`` computes.
+the trainer's own per-step code (``batch_context``, ``Distiller.start_step`` and
+``LinguDistillTrainer.lingudistill_loss``, the last borrowed as a plain function) so an in-process step
+computes exactly what ``swift sft --loss_type lingudistill`` computes.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ from swift_lingudistill import plugin_path
 from swift_lingudistill.config import LinguDistillConfig, config_from_dict
 from swift_lingudistill.distiller import BatchContext, Distiller
 from swift_lingudistill.families import family_for
-from swift_lingudistill.kv_share import ROUTER
+from swift_lingudistill.integration.trainer import FULL_LABELS_KEY, LinguDistillTrainer, batch_context
 from swift_lingudistill.tagging import Tagger
 from swift_lingudistill.teacher import frozen_copy_teacher, separate_teacher
-from swift_lingudistill.trainer import _FULL_LABELS, LinguDistillTrainer
 
 __all__ = [
     "REPO",
@@ -115,7 +115,6 @@ class SwiftStep:
         self.custom_metrics: dict[str, defaultdict] = {}
         self._lingudistill_batch: BatchContext | None = None
 
-    _batch_context = LinguDistillTrainer._batch_context
     lingudistill_loss = LinguDistillTrainer.lingudistill_loss
 
     def __call__(
@@ -128,26 +127,25 @@ class SwiftStep:
         self.custom_metrics = {"train": defaultdict(_Values), "eval": defaultdict(_Values)}
         inputs = dict(batch)
         num_items = inputs["labels"][..., 1:].ne(-100).sum()  # transformers' Trainer, per optimizer step
-        inputs[_FULL_LABELS] = inputs["labels"]
+        inputs[FULL_LABELS_KEY] = inputs["labels"]  # LinguDistillTrainer.prepare_logits_to_keep
         SwiftMixin.prepare_logits_to_keep(self, inputs)
-        ctx = self._batch_context(inputs)
-        router = self.lingudistill.router
-        if ctx.rotary is not None:
-            router.start_capture()
+        distiller = self.lingudistill
+        ctx = batch_context(inputs, self.template.padding_free)  # LinguDistillTrainer.compute_loss from here
+        distiller.start_step(ctx, inputs, self.model)
         self._lingudistill_batch = ctx
         try:
-            inputs.pop("text_position_ids", None)
+            inputs.pop("text_position_ids", None)  # swift's Seq2SeqTrainer.compute_loss pops these
             inputs.pop("channel", None)
             labels = inputs.pop("labels")
             # swift rolls the template's loss_scale by one and flattens it before the registered loss sees it
             scale = None if loss_scale is None else torch.roll(loss_scale(ctx, labels), shifts=-1, dims=-1).view(-1)
             outputs = self.template.compute_sft_loss(self.model, inputs)
             if between is not None and ctx.rotary is not None:
-                between(router, ctx)
+                between(distiller.router, ctx)
             loss = self.lingudistill_loss(outputs, labels, num_items_in_batch=num_items, loss_scale=scale)
         finally:
             self._lingudistill_batch = None
-            router.reset()
+            distiller.end_step()
         metrics = self.custom_metrics["train" if self.model.training else "eval"]
         stats = {name: metrics[name].mean() for name in ("ce_loss", "kd_loss", "distill_frac")}
         return loss, stats
@@ -161,24 +159,20 @@ def teacher_answer_logits(
     The student runs one forward in eval mode to leave its per-layer K/V; the teacher then runs through the
     Distiller with the batch context the trainer would build (tags all 1: every row is asked).
     """
-    step = SwiftStep(distiller, template, student)
     inputs = dict(batch)
-    inputs[_FULL_LABELS] = inputs["labels"]
-    ctx = step._batch_context(inputs)
-    ctx.rotary = distiller.family.rotary_positions(inputs, student)
-    ctx.vision = distiller.family.vision_mask(inputs["input_ids"], student.config)
-    forward = {k: v for k, v in inputs.items() if k not in ("labels", "channel", "text_position_ids", _FULL_LABELS)}
-    router = distiller.router
-    router.start_capture()
+    inputs[FULL_LABELS_KEY] = inputs["labels"]
+    ctx = batch_context(inputs, template.padding_free)
+    distiller.start_step(ctx, inputs, student)  # every row tagged 1: fills the rotary positions, starts capture
+    if ctx.rotary is None:
+        raise ValueError("teacher_answer_logits needs a config with lambda > 0 and every row tagged for distillation")
+    forward = {k: v for k, v in inputs.items() if k not in ("labels", "channel", "text_position_ids")}
     try:
         with torch.no_grad():
             student(**forward)
-        router.finish_capture()
-        with torch.no_grad():
-            hidden = distiller.teacher_hidden(ctx, positions)
-            return distiller.teacher.head(hidden)
+            distiller.finish_capture()
+            return distiller.teacher.head(distiller.teacher_hidden(ctx, positions))
     finally:
-        router.reset()
+        distiller.end_step()
 
 
-__all__ += ["ROUTER", "tag_channel", "teacher_answer_logits"]
+__all__ += ["tag_channel", "teacher_answer_logits"]

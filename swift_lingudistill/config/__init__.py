@@ -1,0 +1,24 @@
+"""The plugin's configuration: the schema (``schema``), the paper's tagging defaults (``tagging_defaults``) and
+reading it from YAML with every problem reported (``loading``). Import the names from here (re-exported with
+``as``, the explicit form)."""
+
+from .loading import CONFIG_ENV as CONFIG_ENV
+from .loading import ConfigError as ConfigError
+from .loading import config_from_dict as config_from_dict
+from .loading import dump_config as dump_config
+from .loading import format_validation_error as format_validation_error
+from .loading import load_config as load_config
+from .schema import DIVERGENCES as DIVERGENCES
+from .schema import JSD_DEFAULT_BETA as JSD_DEFAULT_BETA
+from .schema import SELF_TEACHER as SELF_TEACHER
+from .schema import Divergence as Divergence
+from .schema import KVShareConfig as KVShareConfig
+from .schema import LinguDistillConfig as LinguDistillConfig
+from .schema import LossConfig as LossConfig
+from .schema import MonitorConfig as MonitorConfig
+from .schema import TaggingConfig as TaggingConfig
+from .schema import TeacherConfig as TeacherConfig
+from .tagging_defaults import DEFAULT_CATEGORIES as DEFAULT_CATEGORIES
+from .tagging_defaults import DEFAULT_VISION_PATTERNS as DEFAULT_VISION_PATTERNS
+from .tagging_defaults import normalize_category as normalize_category
+from .tagging_defaults import parse_weight as parse_weight

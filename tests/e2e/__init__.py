@@ -1,0 +1,1 @@
+"""Through ms-swift itself: the real `swift sft` command, its dataset loading, the CLI, the examples."""

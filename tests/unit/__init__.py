@@ -1,0 +1,1 @@
+"""In-process tests of one module each (no swift sft subprocess)."""
