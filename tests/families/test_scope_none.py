@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from swift_lingudistill.config import ConfigError, config_from_dict
 from tests.support.cases import CASE_BUILDERS
 from tests.support.harness import context, distiller_for, student_logits, teacher_logits, text_positions

@@ -199,7 +199,13 @@ def tables(summary: dict[str, Any]) -> str:
         lines.append(f"| {seed}, {order} | {row} |")
     lines += ["", "**Per task** (%, mean over units):", ""]
     tasks = [(ev, t) for ev in EVALS for t in summary["by_task"][arms[0]][ev]]
-    short = {"held_out_facts": "held-out", "seen_facts": "seen", "several_answer": "", "image_knowledge": "", "vision": ""}
+    short = {
+        "held_out_facts": "held-out",
+        "seen_facts": "seen",
+        "several_answer": "",
+        "image_knowledge": "",
+        "vision": "",
+    }
     heads = [f"{short[ev]} {t}".strip() for ev, t in tasks]
     lines += ["| arm | " + " | ".join(heads) + " |", "|---" * (len(tasks) + 1) + "|"]
     for arm in arms:
