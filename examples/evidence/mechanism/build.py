@@ -59,7 +59,7 @@ class BuildRecipe:
     def quick(cls) -> BuildRecipe:
         """The demo's and the CI test's recipe: the same stages with fewer, larger steps (about half the time)."""
         return cls(
-            lm=Optim(lr=4e-3, steps=600, warmup_ratio=0.05),
+            lm=Optim(lr=4e-3, steps=800, warmup_ratio=0.05),
             vision_steps=200,
             align=Optim(lr=3e-3, steps=250, warmup_ratio=0.05),
             degrade=Optim(lr=1.5e-3, steps=150, warmup_ratio=0.05),
