@@ -18,6 +18,7 @@ from .config import LinguDistillConfig
 from .families import FamilyAdapter, unwrap_model
 from .kv_share import ROUTER, KVRouter, build_plan, shared_positions, teacher_visible
 from .losses import IGNORE_INDEX, TeacherHead, cross_entropy_sum, fused_loss
+from .rope_rebase import RotaryRebase
 from .teacher import TeacherRunner
 
 __all__ = ["BatchContext", "Distiller", "StepStats", "TeacherOutOfMemoryError", "kept_positions"]
@@ -37,6 +38,8 @@ class BatchContext:
     # Read by the teacher only; a batch that distils nothing may leave them unset.
     rotary: torch.Tensor | None = None  # [B, L] long: the student's rotary position of each token
     vision: torch.Tensor | None = None  # [B, L] bool: vision-token positions
+    # Read only when the teacher re-bases the shared keys (a teacher at another rotary base).
+    rotary_frequency: torch.Tensor | None = None  # [B, L, F] long: per-frequency rotary positions (M-RoPE: 3-D)
 
     @property
     def any_distilled(self) -> bool:
@@ -80,6 +83,7 @@ class Distiller:
         router: KVRouter = ROUTER,
         compact: bool = True,
         chunk_size: int | None = None,
+        rebase: RotaryRebase | None = None,
     ) -> None:
         self.config = config
         self.family = family
@@ -88,6 +92,7 @@ class Distiller:
         self.router = router
         self.compact = compact
         self.chunk_size = chunk_size
+        self.rebase = rebase  # the teacher rotates at another base: its shared keys are re-based (rope_rebase)
         self.teacher_forwards = 0  # counted for the "no distilled sample, no teacher forward" invariant
         self._head_finite: bool | None = None
         router.bind(student_attention, teacher.attention_modules(family))
@@ -99,12 +104,15 @@ class Distiller:
     # --- one step's K/V capture ------------------------------------------------------------------------
     def start_step(self, ctx: BatchContext, batch: dict[str, Any], model: nn.Module) -> None:
         """Before the student's forward: check the batch; when it distils, fill the positions the teacher
-        reads (``ctx.rotary``, ``ctx.vision``) and capture the student's K/V during that forward."""
+        reads (``ctx.rotary``, ``ctx.vision``, and ``ctx.rotary_frequency`` when it re-bases) and capture the
+        student's K/V during that forward."""
         self.family.check_batch(batch, model)
         if not self.will_distill(ctx):  # a batch that distils nothing skips the rotary and vision scan
             return
         ctx.rotary = self.family.rotary_positions(batch, model)
         ctx.vision = self.family.vision_mask(ctx.input_ids, unwrap_model(model).config)
+        if self.rebase is not None:  # per-frequency (M-RoPE: 3-D) positions for the re-based keys
+            ctx.rotary_frequency = self.family.frequency_positions(batch, model, self.rebase.frequencies)
         self.router.start_capture()
 
     def finish_capture(self) -> None:
@@ -134,6 +142,10 @@ class Distiller:
         plan, entries = build_plan(logit_mask, shared, visible, ctx.segment, compact=self.compact, detach=detach)
         q_ids = ctx.input_ids.index_select(0, plan.rows).gather(1, plan.q_pos)  # [B', Lq]
         q_rotary = ctx.rotary.index_select(0, plan.rows).gather(1, plan.q_pos)  # [B', Lq]
+        if self.rebase is not None:
+            if ctx.rotary_frequency is None:
+                raise RuntimeError("re-basing the shared keys needs the batch's per-frequency rotary positions")
+            plan.key_rotation = self.rebase.key_rotation(ctx.rotary_frequency.index_select(0, plan.rows))
         grad = torch.set_grad_enabled(not detach and torch.is_grad_enabled())
         with grad, self.teacher.active(), self.router.teaching(plan):
             hidden = self.teacher.hidden_states(q_ids, q_rotary)  # [B', Lq, H]

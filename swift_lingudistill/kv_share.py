@@ -44,6 +44,9 @@ class TeacherPlan:
     shared: torch.Tensor  # [B', L] bool: positions whose K/V come from the student
     segment: torch.Tensor  # [B', L] long: sequence id within a packed row (all 0 without packing)
     detach: bool = True
+    # Set when the teacher rotates at another base: turns the student's post-RoPE keys into the teacher's
+    # (rope_rebase.KeyRotation, [B', Hkv, L, D] -> same).
+    key_rotation: Callable[[torch.Tensor], torch.Tensor] | None = None
     _masks: dict[int | None, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def mask(self, sliding_window: int | None = None) -> torch.Tensor:
@@ -278,6 +281,8 @@ class KVRouter:
         student_v = student_v.index_select(0, plan.rows).to(query.dtype)
         if plan.detach:
             student_k, student_v = student_k.detach(), student_v.detach()
+        if plan.key_rotation is not None:  # values carry no rotation
+            student_k = plan.key_rotation(student_k)
         n_rep = query.shape[1] // key.shape[1]
         keys = _repeat_kv(torch.cat([student_k, key], dim=2), n_rep)  # [B', H, L + Lq, D]
         values = _repeat_kv(torch.cat([student_v, value], dim=2), n_rep)

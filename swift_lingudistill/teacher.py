@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .families import FamilyAdapter, LineageSpec, lineage_of
+from .rope_rebase import RotaryPlan, reconcile_rotary
 
 __all__ = [
     "LineageError",
@@ -43,18 +44,44 @@ class VocabularyError(ValueError):
     """Student and teacher tokenizers give different tokens for the same id."""
 
 
-def check_lineage(student: LineageSpec, teacher: LineageSpec, teacher_name: str = "teacher") -> None:
-    """Stop with every mismatch listed: KV sharing needs identical layers, heads, head size and rotary base."""
+_ROTARY_ROWS = {"rotary_base", "rotary_scaling"}
+
+
+def check_lineage(
+    student: LineageSpec,
+    teacher: LineageSpec,
+    teacher_name: str = "teacher",
+    *,
+    rebase_rotary: bool = False,
+    max_length: int | None = None,
+) -> RotaryPlan:
+    """Stop with every mismatch listed: KV sharing needs identical layers, heads, head size and rotary embedding.
+
+    A difference in the rotary rows alone is accepted when it changes nothing up to ``max_length`` (dynamic NTK
+    below its threshold) or, with ``rebase_rotary``, when re-basing the shared keys removes it exactly; the returned
+    plan says which (``rebase``) and why (``note``).
+    """
     rows = [(k, student.get(k), teacher.get(k)) for k in student]
     mismatches = [(k, s, t) for k, s, t in rows if not _same(s, t)]
     if not mismatches:
-        return
+        return RotaryPlan()
+    reason = ""
+    if {k for k, _, _ in mismatches} <= _ROTARY_ROWS:
+        plan = reconcile_rotary(
+            getattr(student, "rotary", None),
+            getattr(teacher, "rotary", None),
+            rebase_enabled=rebase_rotary,
+            max_length=max_length,
+        )
+        if plan.refusal is None:
+            return plan
+        reason = f"\nRotary embeddings: {plan.refusal}."
     table = "\n".join(f"    {k:<16} student {s!s:<14} teacher {t!s}" for k, s, t in mismatches)
     raise LineageError(
         f"The teacher {teacher_name!r} does not match the student's language model:\n{table}\n"
         "LinguDistill shares keys/values layer by layer, so the teacher must be the text-only LM the VLM's "
         "language model was initialised from (e.g. Qwen2.5-7B-Instruct for Qwen2.5-VL-7B-Instruct). "
-        "Fix: set teacher.model to that checkpoint, or use `model: self`."
+        f"Fix: set teacher.model to that checkpoint, or use `model: self`.{reason}"
     )
 
 

@@ -95,6 +95,13 @@ class KVShareConfig(_Section):
         description="treat the shared K/V as constants; false lets the distillation gradient flow through "
         "the teacher into the student's K/V (needs non-reentrant or no gradient checkpointing)",
     )
+    rebase_rotary: bool = Field(
+        default=True,
+        description="when the teacher's rotary base (or a fixed rope scaling) differs from the student's and the "
+        "rest of the lineage matches (Qwen3-VL with Qwen3, SmolVLM with SmolLM2), re-base the shared keys exactly: "
+        "turn them back at the student's frequencies and forward at the teacher's, at the same positions; false "
+        "refuses such a teacher",
+    )
 
 
 class LossConfig(_Section):

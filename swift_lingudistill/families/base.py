@@ -7,11 +7,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..rope_rebase import RotaryInfo, frequency_positions
+
 __all__ = ["FamilyAdapter", "LineageSpec", "lineage_of", "unwrap_model"]
 
 
 class LineageSpec(dict):
-    """The architecture numbers a teacher must share with the student's language model (name -> value)."""
+    """The architecture numbers a teacher must share with the student's language model (name -> value).
+
+    ``rotary`` (an attribute, not a compared row) holds what the rotary embedding depends on, so the lineage
+    check can tell a rotary difference that re-basing removes exactly from one it cannot.
+    """
+
+    rotary: RotaryInfo | None = None
 
 
 def _rope_theta(config: Any) -> float | str | None:
@@ -39,7 +47,7 @@ def lineage_of(text_config: Any) -> LineageSpec:
     eps = getattr(text_config, "rms_norm_eps", None)
     if eps is None:
         eps = getattr(text_config, "layer_norm_eps", None)
-    return LineageSpec(
+    spec = LineageSpec(
         layers=text_config.num_hidden_layers,
         hidden_size=text_config.hidden_size,
         attention_heads=heads,
@@ -50,6 +58,8 @@ def lineage_of(text_config: Any) -> LineageSpec:
         norm_eps=eps,
         sliding_window=_sliding_window(text_config),
     )
+    spec.rotary = RotaryInfo.from_config(text_config)
+    return spec
 
 
 def _rope_scaling(config: Any) -> str | None:
@@ -127,6 +137,20 @@ class FamilyAdapter:
             return position_ids
         input_ids = batch["input_ids"]
         return torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)
+
+    # --- rotary re-basing (rope_rebase.py) ------------------------------------------------------------------
+    def rotary_components(self, batch: dict[str, Any], model: nn.Module) -> torch.Tensor:
+        """[C, B, L] long: the components of each token's rotary position (C = 1 for 1-D RoPE, 3 for M-RoPE)."""
+        return self.rotary_positions(batch, model)[None]
+
+    def frequency_components(self, config: Any, n_freq: int) -> torch.Tensor:
+        """[F] long: which component of ``rotary_components`` each rotary frequency turns by (1-D RoPE: all 0)."""
+        return torch.zeros(n_freq, dtype=torch.long)
+
+    def frequency_positions(self, batch: dict[str, Any], model: nn.Module, n_freq: int) -> torch.Tensor:
+        """[B, L, F] long: the position each rotary frequency of each token was turned by in the student."""
+        components = self.frequency_components(unwrap_model(model).config, n_freq)
+        return frequency_positions(self.rotary_components(batch, model), components)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -7,8 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..rope_rebase import interleaved_components
 from .base import unwrap_model
-from .qwen2_vl import Qwen2VLFamily
+from .qwen2_vl import Qwen2VLFamily, mrope_section
 
 __all__ = ["Qwen3VLFamily"]
 
@@ -30,12 +31,17 @@ class Qwen3VLFamily(Qwen2VLFamily):
     swift_model_types = ("qwen3_vl",)
     hf_model_types = ("qwen3_vl",)
 
-    def rotary_positions(self, batch: dict[str, Any], model: nn.Module) -> torch.Tensor:
+    def rotary_components(self, batch: dict[str, Any], model: nn.Module) -> torch.Tensor:
         if batch.get("position_ids") is None and batch.get("mm_token_type_ids") is None:
             config = unwrap_model(model).config
             ids = batch["input_ids"]
             types = (ids == config.image_token_id).long() + 2 * (ids == config.video_token_id).long()  # [B, L]
             batch = {**batch, "mm_token_type_ids": types}
         # swift's training batch holds [3, B, L] (T, H, W; it moves the text row to text_position_ids);
-        # [4, B, L] has the text row first. Either way the parent returns the temporal row.
-        return super().rotary_positions(batch, model)
+        # [4, B, L] has the text row first. Either way the parent returns the three components.
+        return super().rotary_components(batch, model)
+
+    def frequency_components(self, config: Any, n_freq: int) -> torch.Tensor:
+        """Interleaved M-RoPE: H and W take every third frequency (1, 4, 7, ... and 2, 5, 8, ...) up to 3x their
+        section; the others follow T (transformers' ``Qwen3VLTextRotaryEmbedding.recomposition_frequencies``)."""
+        return interleaved_components(mrope_section(config), n_freq)

@@ -47,6 +47,7 @@ class RunState:
     teacher_dir: str | None = None  # None for `self`
     teacher_model_type: str | None = None
     shared_vocab: int | None = None
+    rotary_rebase: bool = False  # the teacher rotates at another base: the shared keys are re-based
     config_text: str = ""  # the resolved config as saved next to args.json and in every checkpoint
 
 

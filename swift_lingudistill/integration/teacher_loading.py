@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..distiller import Distiller
+from ..rope_rebase import RotaryInfo, RotaryRebase
 from ..teacher import (
     TeacherModule,
     TeacherRunner,
@@ -133,10 +134,28 @@ def build_distiller(state: RunState, student: nn.Module, trainer: Any = None) ->
         raise ValueError(
             f"student has {len(student_attention)} attention layers but the teacher has {len(teacher_attention)}"
         )
+    rebase = None
+    if state.rotary_rebase:
+        from swift.utils import get_logger
+
+        student_lm = family.language_model(student)
+        rebase = RotaryRebase.between(student_lm, runner.decoder)
+        student_base, teacher_base = _base(_config_of(student_lm)), _base(_config_of(runner.decoder))
+        get_logger().info(
+            f"LinguDistill: the teacher rotates at base {teacher_base}, the student at {student_base}; the shared "
+            "keys are re-based exactly (turned back at the student's frequencies, forward at the teacher's, same "
+            "positions). kv_share.rebase_rotary: false refuses such a teacher instead."
+        )
     return Distiller(
         state.config,
         family,
         runner,
         shared_vocab=state.shared_vocab or runner.vocab_rows,
         student_attention=student_attention,
+        rebase=rebase,
     )
+
+
+def _base(text_config: Any) -> str:
+    info = RotaryInfo.from_config(text_config) if text_config is not None else None
+    return info.describe().removeprefix("base ") if info is not None else "?"

@@ -28,7 +28,7 @@ def student_dir(args: Any) -> str:
 def check_teacher(state: RunState) -> None:
     """Lineage and vocabulary, from configs and tokenizers only: a mismatch stops before weights load.
 
-    Fills ``state.teacher_dir``, ``state.teacher_model_type`` and ``state.shared_vocab``.
+    Fills ``state.teacher_dir``, ``state.teacher_model_type``, ``state.shared_vocab`` and ``state.rotary_rebase``.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -47,7 +47,18 @@ def check_teacher(state: RunState) -> None:
             "teacher is the text-only LM the student was built from. Fix: point teacher.model at that LM, or "
             "use `model: self`."
         )
-    check_lineage(state.family.lineage(student_config), teacher_lineage(teacher_config), teacher.model)
+    rotary = check_lineage(
+        state.family.lineage(student_config),
+        teacher_lineage(teacher_config),
+        teacher.model,
+        rebase_rotary=state.config.kv_share.rebase_rotary,
+        max_length=getattr(state.args, "max_length", None),
+    )
+    state.rotary_rebase = rotary.rebase
+    if rotary.note and not rotary.rebase:  # a re-base is logged once, when the teacher is built
+        from swift.utils import get_logger
+
+        get_logger().info(f"LinguDistill: {rotary.note}")
     state.family.check_teacher_config(teacher_config)
     student_rows = int(state.family.text_config(student_config).vocab_size)
     teacher_rows = int(teacher_config.vocab_size)

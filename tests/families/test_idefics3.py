@@ -194,7 +194,8 @@ def test_idefics3_8b_matches_the_llama_it_was_built_from():
 
 def test_smolvlm_instruct_raised_the_rope_base_of_its_smollm2_so_the_pair_is_refused():
     """SmolVLM-Instruct's LM is SmolLM2-1.7B-Instruct with rope_theta 130000 -> 273768 (16k context): the teacher's
-    own rotations would not match the student's shared keys, so the only mismatch listed is the rotary base."""
+    own rotations would not match the student's shared keys, so the only mismatch listed is the rotary base. Refused
+    without re-basing (this call's default); the plugin re-bases by default: tests/test_published_pairs.py."""
     student = student_lineage(SMOLVLM_INSTRUCT_TEXT, 49153)
     with pytest.raises(LineageError) as info:
         check_lineage(student, lineage_of(LlamaConfig(**SMOLLM2_1_7B_INSTRUCT)), "HuggingFaceTB/SmolLM2-1.7B-Instruct")

@@ -168,7 +168,8 @@ def test_student_lineage_reads_the_text_config(tmp_path):
 
 def test_qwen3_8b_differs_from_qwen3_vl_8b_only_in_rotary_base(tmp_path):
     """Qwen3-VL-8B's language model has Qwen3-8B's shape but a 5x larger RoPE base (256K context): the
-    teacher's queries would rotate at other frequencies than the student's shared keys, so it is refused."""
+    teacher's queries would rotate at other frequencies than the student's shared keys, so without re-basing (this
+    call's default) it is refused. The plugin re-bases by default: tests/test_published_pairs.py."""
     with pytest.raises(LineageError) as info:
         check_lineage(_student(tmp_path), lineage_of(_config(tmp_path, "qwen3_8b", QWEN3_8B)), "Qwen/Qwen3-8B")
     table = str(info.value).split("model:\n")[1].split("\nLinguDistill")[0].splitlines()

@@ -54,7 +54,12 @@ def train_like_swift(model: nn.Module) -> nn.Module:
 
 
 def distiller_for(
-    case: FamilyCase, teacher_model=None, scope: str = "image", compact: bool = True, loss: dict | None = None
+    case: FamilyCase,
+    teacher_model=None,
+    scope: str = "image",
+    compact: bool = True,
+    loss: dict | None = None,
+    rebase=None,
 ) -> Distiller:
     """Self teacher (a frozen copy) when ``teacher_model`` is None, else that text-only LM."""
     family, student = case.family, case.student
@@ -67,6 +72,7 @@ def distiller_for(
         shared_vocab=min(runner.vocab_rows, family.lm_head(student).weight.shape[0]),
         student_attention=family.attention_modules(family.language_model(student)),
         compact=compact,
+        rebase=rebase,
     )
 
 

@@ -34,6 +34,7 @@ TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("core: one training step", ("distiller",)),
     ("core: teacher and KV sharing", ("teacher", "kv_share")),
     ("core: model families", ("families", "families.*")),
+    ("core: rotary re-basing", ("rope_rebase",)),
     ("core: losses", ("losses", "loss_inputs", "divergences")),
     ("core: tagging", ("tagging",)),
     ("core: configuration", ("config", "config.*")),

@@ -44,13 +44,14 @@ def conversations(images_seed: int = 0) -> tuple[list[list[dict]], list[list[Ima
 
 
 def make_batch(processor, model, convs=None, images=None, images_seed: int = 0) -> dict:
-    """A right-padded training batch with labels on the assistant turn and the model's M-RoPE positions."""
+    """A right-padded training batch with labels on the assistant turn and the model's M-RoPE positions (if any)."""
     if convs is None:
         convs, images = conversations(images_seed)
     texts = [processor.apply_chat_template(c) for c in convs]
     flat = [im for per_sample in images for im in per_sample]
     processor.tokenizer.padding_side = "right"
-    batch = dict(processor(text=texts, images=flat or None, return_tensors="pt", padding=True))
+    # padding_side here too: some processors (InternVL) default to left padding whatever the tokenizer says
+    batch = dict(processor(text=texts, images=flat or None, return_tensors="pt", padding=True, padding_side="right"))
     input_ids = batch["input_ids"]
     labels = torch.full_like(input_ids, -100)
     for row in range(input_ids.shape[0]):
@@ -59,6 +60,8 @@ def make_batch(processor, model, convs=None, images=None, images_seed: int = 0) 
         end = int(batch["attention_mask"][row].sum())
         labels[row, start:end] = input_ids[row, start:end]
     batch["labels"] = labels
+    if not hasattr(model.model, "get_rope_index"):  # 1-D RoPE (InternVL): swift's batch has no position_ids
+        return batch
     position_ids, _ = model.model.get_rope_index(
         input_ids,
         image_grid_thw=batch.get("image_grid_thw"),

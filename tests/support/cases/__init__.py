@@ -41,6 +41,20 @@ def _idefics3() -> FamilyCase:
     return idefics3_case(idefics3_tokenizers()[1])
 
 
+def _internvl() -> FamilyCase:
+    from tests.support.cases.internvl import internvl_case
+    from tests.support.tiny.internvl import internvl_tokenizer
+
+    return internvl_case(internvl_tokenizer())
+
+
+def _llava_onevision() -> FamilyCase:
+    from tests.support.cases.llava_onevision import llava_onevision_case
+    from tests.support.tiny.llava_onevision import llava_onevision_tokenizers
+
+    return llava_onevision_case(llava_onevision_tokenizers()[1])
+
+
 def _gemma3() -> FamilyCase:
     from tests.support.cases.gemma3 import gemma3_case
 
@@ -54,4 +68,6 @@ CASE_BUILDERS: dict[str, Callable[[], FamilyCase]] = {
     "llava1_5_hf": _llava,
     "idefics3": _idefics3,
     "gemma3_vision": _gemma3,
+    "internvl": _internvl,
+    "llava_onevision_hf": _llava_onevision,
 }
