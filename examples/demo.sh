@@ -22,7 +22,7 @@ print(d['steps'], d['batch_size'], d['lr'], d['warmup_ratio'])")
 
 echo "== 2/4 how selective.yaml tags the recovery rows (no training yet)"
 LINGUDISTILL_TEACHER="$ASSETS/original_lm" "$PYTHON" -m swift_lingudistill tag-report \
-  --config plugin_configs/selective.yaml --dataset "$ASSETS/data/recovery.jsonl" 2>/dev/null
+  selective --dataset "$ASSETS/data/recovery.jsonl" 2>/dev/null
 
 PLUGIN="$("$PYTHON" -m swift_lingudistill plugin-path)"
 TEMPLATE_PLUGIN=examples/evidence/swift_plugin.py  # registers the tiny models' template (small token ids)
@@ -49,7 +49,7 @@ echo "== 3/4 recovery, $STEPS steps of $BATCH rows, both runs at once (one core 
 echo "   (b) the same command plus --external_plugins and --loss_type lingudistill with selective.yaml"
 recover plain --external_plugins "$TEMPLATE_PLUGIN" &
 plain_pid=$!
-LINGUDISTILL_CONFIG=plugin_configs/selective.yaml LINGUDISTILL_TEACHER="$ASSETS/original_lm" \
+LINGUDISTILL_CONFIG=selective LINGUDISTILL_TEACHER="$ASSETS/original_lm" \
   recover selective --external_plugins "$PLUGIN" "$TEMPLATE_PLUGIN" --loss_type lingudistill &
 selective_pid=$!
 for run in plain selective; do

@@ -2,7 +2,8 @@
 
 The core (``config``, ``tagging``, ``divergences``, ``losses``, ``kv_share``, ``teacher``, ``distiller``,
 ``families``) is plain torch and transformers and never imports ms-swift; ``integration/`` is the one
-subpackage that does, loaded by ``swift_plugin.py`` (the file ``--external_plugins`` takes). The import graph
+subpackage that does, loaded by ``plugin_entry/swift_lingudistill_plugin.py`` (the file ``--external_plugins``
+takes, alone in its folder). The import graph
 is drawn in docs/ARCHITECTURE.md; the method in docs/METHOD.md.
 """
 
@@ -17,4 +18,5 @@ def plugin_path() -> str:
     """Absolute path of the thin plugin file to pass to ``swift sft --external_plugins``."""
     from pathlib import Path
 
-    return str(Path(__file__).resolve().parent / "swift_plugin.py")
+    # Alone in its folder: swift puts that folder first on sys.path (see the file's docstring).
+    return str(Path(__file__).resolve().parent / "plugin_entry" / "swift_lingudistill_plugin.py")

@@ -40,7 +40,15 @@ _MEDIA_PART_TYPES = {"image", "image_url", "input_image", "video", "video_url", 
 
 
 class TaggingError(ValueError):
-    """A row whose distillation weight cannot be decided, or a channel that carries no decision."""
+    """A row whose distillation weight cannot be decided, or a channel that carries no decision.
+
+    ``detail`` is the message without the row's position, for callers that name it themselves (the pre-flight
+    gives the file and line).
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = message if detail is None else detail
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,9 @@ class Decision:
 
 
 def _where(row: dict, index: int | None) -> str:
-    """'row 12 of /data/x.jsonl': enough for the user to find the offending sample."""
-    name = "row" if index is None else f"row {index}"
+    """'row 12 of /data/x.jsonl', counting from 1 in the order swift loaded the rows (a JSONL's line when it
+    has no blank line): enough for the user to find the offending sample."""
+    name = "row" if index is None else f"row {index + 1}"
     source = row.get("dataset")
     return f"{name} of {source}" if source else name
 
@@ -146,11 +155,12 @@ class Tagger:
                 return Decision(self._categories[category], f"category:{category}"), None
             if cfg.unknown_category == "error":
                 known = ", ".join(sorted(self._categories))
-                raise TaggingError(
-                    f"{_where(row, index)}: {field} = {value!r} is not a known category ({category!r}). "
-                    f"Known categories: {known}. Fix: add it under tagging.categories with a weight, or set "
-                    "tagging.unknown_category to default or rules"
+                detail = (
+                    f"{field} = {value!r} is not a known category ({category!r}). Known categories: {known}. "
+                    "Fix: add it under tagging.categories with a weight, or set tagging.unknown_category to "
+                    "default or rules"
                 )
+                raise TaggingError(f"{_where(row, index)}: {detail}", detail)
             if cfg.unknown_category == "default":
                 return Decision(cfg.default, "unknown_category"), category
             unknown = category  # "rules": fall through, but remember it for the report
@@ -179,10 +189,8 @@ class Tagger:
             value = float(value)  # numpy scalars from Arrow-backed datasets
         weight = parse_weight(value)
         if weight is None:
-            raise TaggingError(
-                f"{_where(row, index)}: field {field!r} has value {value!r}, which is not a distillation weight. "
-                f"Fix: {_EXPLICIT_FIX}"
-            )
+            detail = f"field {field!r} has value {value!r}, which is not a distillation weight. Fix: {_EXPLICIT_FIX}"
+            raise TaggingError(f"{_where(row, index)}: {detail}", detail)
         return Decision(weight, "explicit")
 
     def tag_row(self, row: dict, index: int | None = None) -> dict:

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Language retention on real benchmarks, before and after multimodal fine-tuning, plain `swift sft` vs LinguDistill.
 # For GPUs and real checkpoints (it cannot run on the project's CPU machine); every flag below is checked against
-# the installed ms-swift by tests/test_eval_recipe.py. Read examples/eval/README.md first.
+# the installed ms-swift by tests/e2e/test_eval_recipe.py. Runs from any folder after `pip install`. Read
+# examples/eval/README.md first.
 #
 #   STUDENT=Qwen/Qwen2.5-VL-7B-Instruct TEACHER=Qwen/Qwen2.5-7B-Instruct DATA=my_data.jsonl SEED=1 \
 #     bash examples/eval/retention.sh
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 
 STUDENT=${STUDENT:-Qwen/Qwen2.5-VL-7B-Instruct}  # the VLM you fine-tune
 TEACHER=${TEACHER:-Qwen/Qwen2.5-7B-Instruct}     # the text-only LM it was built from
@@ -60,7 +60,7 @@ swift sft \
   --seed "$SEED" \
   --data_seed "$SEED" \
   --output_dir "$OUT/seed$SEED/plain"
-LINGUDISTILL_CONFIG=plugin_configs/selective.yaml LINGUDISTILL_TEACHER="$TEACHER" \
+LINGUDISTILL_CONFIG=selective LINGUDISTILL_TEACHER="$TEACHER" \
 swift sft \
   --model "$STUDENT" \
   --dataset "$DATA" \

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from .tagging_defaults import DEFAULT_CATEGORIES, DEFAULT_VISION_PATTERNS, normalize_category, parse_weight
 
@@ -22,6 +22,7 @@ __all__ = [
     "LinguDistillConfig",
     "LossConfig",
     "MonitorConfig",
+    "PreflightConfig",
     "TaggingConfig",
     "TeacherConfig",
 ]
@@ -41,7 +42,16 @@ def _weight_field(value: Any) -> float:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
+    # allow_inf_nan=False: `lambda: .nan` fails as "not a finite number", not against a bound it cannot compare to
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_blank_strings(cls, value: Any) -> Any:
+        """A blank string (``"   "``) is never a value the user meant; every string field refuses it."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is blank (empty or only spaces); write a value or remove the key")
+        return value
 
 
 class TeacherConfig(_Section):
@@ -65,6 +75,11 @@ class TeacherConfig(_Section):
         default=False,
         description="keep the teacher's weights in CPU memory and bring them to the accelerator only for its "
         "forward (less accelerator memory, more transfer time); under DeepSpeed ZeRO-3, parameter offload",
+    )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="run Python code shipped with the teacher checkpoint (an `auto_map` in its config.json or "
+        "tokenizer_config.json); without it such a teacher is refused before any of its code runs",
     )
 
     @property
@@ -232,6 +247,28 @@ class MonitorConfig(_Section):
     plot: bool = Field(default=True, description="write lingudistill_language.png (lang_ppl, lang_kl) at the end")
 
 
+class PreflightConfig(_Section):
+    """What is checked before the student loads, and how many bad rows a run may carry."""
+
+    max_rows: int | None = Field(
+        default=1000,
+        ge=1,
+        description="rows of each local dataset file checked before the model loads (tags, images, token "
+        "length, in file order); null checks every row",
+    )
+    max_bad_rows: int = Field(
+        default=0,
+        ge=0,
+        description="rows swift may drop (longer than --max_length) or replace (an unreadable image, a row its "
+        "template cannot encode) before the run stops, in the pre-flight and during training (per process)",
+    )
+    teacher_weights: bool = Field(
+        default=True,
+        description="read the teacher's safetensors tensor by tensor before training and refuse NaN or "
+        "infinite values (the student's own checkpoint for `model: self`)",
+    )
+
+
 class LinguDistillConfig(_Section):
     """The whole plugin configuration (one YAML file)."""
 
@@ -240,3 +277,16 @@ class LinguDistillConfig(_Section):
     loss: LossConfig = Field(default_factory=LossConfig)
     tagging: TaggingConfig = Field(default_factory=TaggingConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    preflight: PreflightConfig = Field(default_factory=PreflightConfig)
+    # 'section.field' -> the `${VAR}` text it was read from: logs and saved files show that text, never the value
+    _env_refs: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def env_refs(self) -> dict[str, str]:
+        """Which fields came from environment variables, as ``{'teacher.model': '${LINGUDISTILL_TEACHER}'}``."""
+        return dict(self._env_refs)
+
+    def remember_env_refs(self, refs: dict[str, str]) -> LinguDistillConfig:
+        """Record where ``${VAR}`` values came from (set by the loader; copies keep it)."""
+        self._env_refs = dict(refs)
+        return self

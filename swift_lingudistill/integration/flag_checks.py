@@ -10,7 +10,13 @@ from typing import Any
 from ..config import LinguDistillConfig
 from .run_state import LOSS_TYPE, MONITOR_CALLBACK, PluginUsageError
 
-__all__ = ["check_monitor_needs_the_loss", "check_swift_flags"]
+__all__ = [
+    "MULTI_PROCESS_ACCELERATORS",
+    "accelerator",
+    "check_deepspeed_installed",
+    "check_monitor_needs_the_loss",
+    "check_swift_flags",
+]
 
 
 def check_swift_flags(args: Any, config: LinguDistillConfig) -> None:
@@ -35,16 +41,23 @@ def check_swift_flags(args: Any, config: LinguDistillConfig) -> None:
             "--gradient_checkpointing_kwargs '{\"use_reentrant\": false}' (or --gradient_checkpointing false), "
             "or keep detach: true"
         )
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not getattr(args, "use_cpu", False) and not _has_accelerator():
-        problems.append(
-            "several CPU processes without --use_cpu true: transformers then does not treat the run as distributed, "
-            "so the ranks train separate replicas (plain DDP) or DeepSpeed fails its batch-size check. Fix: add "
-            "--use_cpu true"
-        )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not getattr(args, "use_cpu", False):
+        problems += _multi_process_problems(accelerator())
     problems += _monitor_problems(args, config)
     if problems:
         raise PluginUsageError(
             "LinguDistill cannot run with these swift arguments:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+def check_deepspeed_installed(args: Any) -> None:
+    """DeepSpeed is an optional extra: a --deepspeed run without it stops with the install command."""
+    import importlib.util
+
+    if getattr(args, "deepspeed", None) and importlib.util.find_spec("deepspeed") is None:
+        raise PluginUsageError(
+            f"--deepspeed {args.deepspeed} needs the deepspeed package, which is not installed. "
+            "Fix: pip install 'swift-lingudistill[deepspeed]'"
         )
 
 
@@ -84,10 +97,50 @@ def _monitor_problems(args: Any, config: LinguDistillConfig) -> list[str]:
     return problems
 
 
-def _has_accelerator() -> bool:
-    import torch
+# The multi-process backends accelerate's PartialState chooses from, in its order (accelerate/state.py,
+# `_prepare_backend`; transformers' Trainer and so swift go through it): (name, accelerate.utils helper).
+_DISTRIBUTED_ACCELERATORS = (
+    ("XLA", "is_torch_xla_available"),
+    ("MLU", "is_mlu_available"),
+    ("SDAA", "is_sdaa_available"),
+    ("MUSA", "is_musa_available"),
+    ("NPU", "is_npu_available"),
+    ("HPU", "is_hpu_available"),
+    ("CUDA", "is_cuda_available"),
+    ("XPU", "is_xpu_available"),
+    ("NEURON", "is_neuron_available"),
+)
+MULTI_PROCESS_ACCELERATORS = frozenset(name for name, _ in _DISTRIBUTED_ACCELERATORS)
 
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+def accelerator() -> str:
+    """The accelerator this process trains on, as accelerate detects it: one of MULTI_PROCESS_ACCELERATORS,
+    ``MPS`` (Apple, one process only) or ``CPU``."""
+    import accelerate.utils
+
+    for name, helper in _DISTRIBUTED_ACCELERATORS:
+        available = getattr(accelerate.utils, helper, None)  # helpers an older accelerate lacks: not present
+        if available is not None and available():
+            if name == "XPU" and not accelerate.utils.is_xccl_available():
+                continue  # accelerate runs XPU ranks only over its xccl backend
+            return name
+    return "MPS" if accelerate.utils.is_mps_available() else "CPU"
+
+
+def _multi_process_problems(device: str) -> list[str]:
+    """Why several processes on this device would not form one distributed run (nothing when they would)."""
+    if device in MULTI_PROCESS_ACCELERATORS:
+        return []
+    if device == "MPS":
+        return [
+            "several processes on Apple MPS: accelerate has no multi-process MPS backend, so each process would "
+            "train its own replica. Fix: run one process (unset NPROC_PER_NODE / NNODES)"
+        ]
+    return [
+        "several CPU processes without --use_cpu true: transformers then does not treat the run as distributed, "
+        "so the ranks train separate replicas (plain DDP) or DeepSpeed fails its batch-size check. Fix: add "
+        "--use_cpu true"
+    ]
 
 
 def _use_reentrant(args: Any) -> bool:

@@ -4,7 +4,10 @@
   ``swift.callbacks.callbacks_map``;
 - the trainer factory: with that loss type, ``swift sft`` builds ``LinguDistillTrainer``;
 - the pipeline: ``activate`` validates the config, the flags and the teacher before any model loads;
-- the dataset loader: every row is tagged as it loads (``dataset_tagging``).
+- the dataset loader: every row is tagged as it loads (``dataset_tagging``);
+- the lazy dataset: rows swift drops or replaces while training are counted (``row_guard``);
+- argument parsing: ``--deepspeed`` without the optional deepspeed package names the extra that installs it
+  (swift imports this plugin while it parses its arguments, just before it checks DeepSpeed).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import Any
 
 from .activation import activate
 from .dataset_tagging import install_dataset_hook
+from .flag_checks import check_deepspeed_installed
 from .monitor import LanguageMonitor
+from .row_guard import install_row_guard
 from .run_state import LOSS_TYPE, MONITOR_CALLBACK
 from .trainer import LinguDistillLoss, LinguDistillTrainer
 from .version import check_swift_version
@@ -33,7 +38,9 @@ def register() -> None:
     _register_once(callbacks_map, MONITOR_CALLBACK, LanguageMonitor, "callback")
     _patch_trainer_factory()
     _patch_pipeline()
+    _patch_deepspeed_requirement()
     install_dataset_hook()
+    install_row_guard()
 
 
 def _register_once(registry: dict, name: str, value: Any, kind: str) -> None:
@@ -75,3 +82,18 @@ def _patch_pipeline() -> None:
 
     setattr(_prepare_model_tokenizer, _HOOK_MARK, True)
     SwiftSft._prepare_model_tokenizer = _prepare_model_tokenizer
+
+
+def _patch_deepspeed_requirement() -> None:
+    from swift.arguments import SftArguments
+
+    original = SftArguments._init_deepspeed
+    if getattr(original, _HOOK_MARK, False):
+        return
+
+    def _init_deepspeed(self):
+        check_deepspeed_installed(self)
+        return original(self)
+
+    setattr(_init_deepspeed, _HOOK_MARK, True)
+    SftArguments._init_deepspeed = _init_deepspeed

@@ -10,11 +10,20 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from ..config import CONFIG_ENV, LinguDistillConfig, dump_config, load_config
+from ..config import (
+    CONFIG_ENV,
+    ConfigError,
+    LinguDistillConfig,
+    displayed_value,
+    dump_config,
+    load_config,
+    resolve_config_path,
+)
 from .run_state import CONFIG_FILENAME, PluginUsageError, RunState
 
 __all__ = [
     "SaveConfigWithCheckpoints",
+    "check_run_folder",
     "load_or_resume_config",
     "restore_renamed_weights",
     "save_resolved_config",
@@ -37,23 +46,60 @@ def load_or_resume_config(saved: str | None, path: str | None) -> tuple[LinguDis
     """The config and where it came from; resuming restores the checkpoint's own, a different one named now is
     an error."""
     if saved is None:
-        return load_config(path), str(Path(path).resolve())
-    config = load_config(saved)
+        return load_config(path), str(resolve_config_path(path).resolve())
+    try:
+        config = load_config(saved)
+    except ConfigError as e:
+        # The saved config keeps `${VAR}` as written (never the value): a resume reads the variable again.
+        raise ConfigError(
+            f"Resuming from a checkpoint whose config is {saved}: {e}\nThe saved config names environment "
+            "variables instead of storing their values; a resume reads them again. Fix: export them as for the "
+            "first run."
+        ) from None
     if path:
         named = load_config(path)
         theirs, ours = named.model_dump(by_alias=True), config.model_dump(by_alias=True)
         if theirs["teacher"]["model_type"] is None:  # inferred at the first start, written into the checkpoint
             theirs["teacher"]["model_type"] = ours["teacher"]["model_type"]
         theirs["teacher"]["model"] = _absolute_if_local(theirs["teacher"]["model"])
+        ours["teacher"]["model"] = _absolute_if_local(ours["teacher"]["model"])
         if theirs != ours:
             changed = sorted(f"{section}.{key}" for section in ours for key in ours[section]
                              if theirs[section][key] != ours[section][key])  # fmt: skip
             raise PluginUsageError(
                 f"Resuming from a checkpoint trained with {saved}, but {CONFIG_ENV}={path} differs in: "
-                f"{', '.join(changed)}. The run continues with the settings it started with. Fix: unset "
-                f"{CONFIG_ENV} (the checkpoint's config is used), or start a new run to change them."
+                f"{', '.join(changed)}. The run stops here: a resumed run keeps the settings it started with. Fix: "
+                f"unset {CONFIG_ENV} (the checkpoint's config is then used), or start a new run to change them."
             )
     return config, saved
+
+
+_RUN_FILES = (CONFIG_FILENAME, "args.json", "logging.jsonl")
+
+
+def check_run_folder(args: Any) -> None:
+    """Refuse to write into a folder that holds another run, unless this run resumes that one.
+
+    With swift's default ``--add_version true`` every run gets a new ``v<N>-<time>`` folder. With
+    ``--add_version false`` the run writes straight into ``--output_dir``: its config, args.json and logs would
+    replace another run's, whose checkpoints were trained with the old ones.
+    """
+    if getattr(args, "add_version", True):
+        return
+    folder = Path(args.output_dir)
+    found = [name for name in _RUN_FILES if (folder / name).exists()]
+    found += sorted(p.name for p in folder.glob("checkpoint-*"))[:3]
+    if not found:
+        return
+    checkpoint = getattr(args, "resume_from_checkpoint", None)
+    if checkpoint and Path(checkpoint).resolve().is_relative_to(folder.resolve()):
+        return  # resuming that very run: it continues in its own folder
+    raise PluginUsageError(
+        f"--output_dir {folder} holds another run ({', '.join(found)}) and --add_version false would write this "
+        "run's files over it. Nothing was written. Fix: drop --add_version false (swift then makes a new "
+        "v<N>-<time> folder inside), choose an empty --output_dir, or resume that run with "
+        f"--resume_from_checkpoint {folder}/checkpoint-<step>."
+    )
 
 
 def _absolute_if_local(model: str) -> str:
@@ -79,7 +125,10 @@ def save_resolved_config(state: RunState) -> None:
     text = dump_config(_as_resolved(state))
     state.config_text = f"# LinguDistill config resolved from {state.config_path}\n{text}"
     swift_logger = get_logger()
-    teacher = "self" if state.config.teacher.is_self else f"{state.teacher_dir} (model_type {state.teacher_model_type})"
+    teacher = "self"
+    if not state.config.teacher.is_self:
+        shown = displayed_value(state.config, "teacher.model", state.teacher_dir)
+        teacher = f"{shown} (model_type {state.teacher_model_type})"
     swift_logger.info(
         f"LinguDistill config {state.config_path} (teacher: {teacher}, shared vocabulary: {state.shared_vocab}):\n"
         f"{text}"

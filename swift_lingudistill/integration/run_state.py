@@ -49,6 +49,7 @@ class RunState:
     shared_vocab: int | None = None
     rotary_rebase: bool = False  # the teacher rotates at another base: the shared keys are re-based
     config_text: str = ""  # the resolved config as saved next to args.json and in every checkpoint
+    bad_rows: Any = None  # row_guard.BadRowCounter: rows swift drops or replaces while training
 
 
 @dataclass

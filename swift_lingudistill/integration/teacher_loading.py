@@ -3,12 +3,15 @@ and placed as swift places GKD teachers."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..config import displayed_value
 from ..distiller import Distiller
 from ..rope_rebase import RotaryInfo, RotaryRebase
 from ..teacher import (
@@ -50,15 +53,17 @@ def load_teacher(state: RunState, student: nn.Module, trainer: Any = None) -> Te
     else:
         dtype = _DTYPES.get(config.teacher.dtype) or state.args.torch_dtype
         # The teacher's own model_type: swift would otherwise fall back to the student's (a VLM loader).
-        model, _ = state.args.get_model_processor(
-            model=state.teacher_dir,
-            model_type=state.teacher_model_type,
-            task_type="causal_lm",
-            torch_dtype=dtype,
-            attn_impl="sdpa",
-            load_model=True,
-        )
-        runner = separate_teacher(model, description=f"{config.teacher.model} ({state.teacher_model_type})")
+        with _swift_trusts_code(config.teacher.trust_remote_code):
+            model, _ = state.args.get_model_processor(
+                model=state.teacher_dir,
+                model_type=state.teacher_model_type,
+                task_type="causal_lm",
+                torch_dtype=dtype,
+                attn_impl="sdpa",
+                load_model=True,
+            )
+        shown = displayed_value(config, "teacher.model", config.teacher.model)
+        runner = separate_teacher(model, description=f"{shown} ({state.teacher_model_type})")
     if not runner.shares_student_weights:  # the student's own modules are placed with the student
         _place(runner, state, trainer)
     params = sum(getattr(p, "ds_numel", p.numel()) for p in runner.decoder.parameters()) / 1e6
@@ -69,6 +74,20 @@ def load_teacher(state: RunState, student: nn.Module, trainer: Any = None) -> Te
         f"{placement}; kv_share scope {config.kv_share.scope}, detach {config.kv_share.detach}"
     )
     return runner
+
+
+@contextmanager
+def _swift_trusts_code(trust: bool) -> Iterator[None]:
+    """swift's model loader trusts a checkpoint's code by default; for the teacher, ``teacher.trust_remote_code``
+    decides (a teacher that needs code without it was refused before anything loaded)."""
+    from swift.model.register import ModelLoader
+
+    before = ModelLoader.default_trust_remote_code
+    ModelLoader.default_trust_remote_code = trust
+    try:
+        yield
+    finally:
+        ModelLoader.default_trust_remote_code = before
 
 
 def _zero_stage(trainer: Any) -> int | None:

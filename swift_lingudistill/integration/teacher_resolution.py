@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..preflight import remote_code_reasons
 from ..teacher import check_lineage, shared_vocabulary, teacher_lineage
 from .run_state import PluginUsageError, RunState
 
@@ -29,18 +30,22 @@ def check_teacher(state: RunState) -> None:
     """Lineage and vocabulary, from configs and tokenizers only: a mismatch stops before weights load.
 
     Fills ``state.teacher_dir``, ``state.teacher_model_type``, ``state.shared_vocab`` and ``state.rotary_rebase``.
+    The plugin runs no code shipped with a checkpoint: the student's files are read with transformers' own classes
+    (swift itself loads the student, with its own default), the teacher's only with
+    ``teacher.trust_remote_code: true``.
     """
     from transformers import AutoConfig, AutoTokenizer
 
     teacher = state.config.teacher
-    student_config = AutoConfig.from_pretrained(student_dir(state.args), trust_remote_code=True)
+    trust = teacher.trust_remote_code
+    student_config = AutoConfig.from_pretrained(student_dir(state.args), trust_remote_code=False)
     if teacher.is_self:
         text = state.family.text_config(student_config)
         state.shared_vocab = int(text.vocab_size)
         return
-    teacher_dir, model_type = resolve_teacher(teacher.model, teacher.model_type, state.args)
+    teacher_dir, model_type = resolve_teacher(teacher.model, teacher.model_type, state.args, trust)
     state.teacher_dir, state.teacher_model_type = teacher_dir, model_type
-    teacher_config = AutoConfig.from_pretrained(teacher_dir, trust_remote_code=True)
+    teacher_config = AutoConfig.from_pretrained(teacher_dir, trust_remote_code=trust)
     if teacher_config.model_type in state.family.hf_model_types or hasattr(teacher_config, "vision_config"):
         raise PluginUsageError(
             f"teacher.model {teacher.model!r} is a vision-language model ({teacher_config.model_type}). The "
@@ -65,8 +70,8 @@ def check_teacher(state: RunState) -> None:
     if _same_tokenizer_files(student_dir(state.args), teacher_dir):
         state.shared_vocab = min(student_rows, teacher_rows)  # byte-identical tokenizers agree on every id
         return
-    student_tok = AutoTokenizer.from_pretrained(student_dir(state.args), trust_remote_code=True)
-    teacher_tok = AutoTokenizer.from_pretrained(teacher_dir, trust_remote_code=True)
+    student_tok = AutoTokenizer.from_pretrained(student_dir(state.args), trust_remote_code=False)
+    teacher_tok = AutoTokenizer.from_pretrained(teacher_dir, trust_remote_code=trust)
     state.shared_vocab = shared_vocabulary(student_tok, teacher_tok, student_rows, teacher_rows)
 
 
@@ -78,8 +83,11 @@ def _same_tokenizer_files(a: str, b: str) -> bool:
     return hashlib.sha256(fa.read_bytes()).digest() == hashlib.sha256(fb.read_bytes()).digest()
 
 
-def resolve_teacher(model: str, model_type: str | None, args: Any) -> tuple[str, str]:
-    """The teacher's local directory and its own swift model_type (never the student's)."""
+def resolve_teacher(model: str, model_type: str | None, args: Any, trust_remote_code: bool = False) -> tuple[str, str]:
+    """The teacher's local directory and its own swift model_type (never the student's).
+
+    A checkpoint that ships its own code is refused here, before any of it runs, unless the user trusts it.
+    """
     from swift.model.model_meta import get_matched_model_meta, get_matched_model_types
     from swift.utils import safe_snapshot_download
     from transformers import AutoConfig
@@ -100,13 +108,24 @@ def resolve_teacher(model: str, model_type: str | None, args: Any) -> tuple[str,
             "Fix: point it at the teacher's checkpoint folder, or a hub id you can download."
         ) from None
     if not os.path.isfile(os.path.join(model_dir, "config.json")):
-        raise PluginUsageError(f"teacher.model {model!r}: {model_dir} has no config.json; it is not a checkpoint.")
+        raise PluginUsageError(
+            f"teacher.model {model!r}: {model_dir} has no config.json; it is not a checkpoint. Fix: point "
+            "teacher.model at the folder that holds the LM's config.json and weights."
+        )
+    reasons = remote_code_reasons(model_dir)
+    if reasons and not trust_remote_code:
+        raise PluginUsageError(
+            f"teacher.model {model!r} needs Python code shipped with the checkpoint ({'; '.join(reasons)}), and "
+            "teacher.trust_remote_code is false, so none of it was run. Fix: if you trust the checkpoint's "
+            "source, add `trust_remote_code: true` under teacher in the plugin config; otherwise use a teacher "
+            "that transformers supports natively."
+        )
     if model_type:
         return model_dir, model_type
     meta = get_matched_model_meta(model)
     if meta is not None and meta.model_type:
         return model_dir, meta.model_type
-    hf_config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+    hf_config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
     architectures = getattr(hf_config, "architectures", None)
     candidates = get_matched_model_types(architectures)
     if not candidates:

@@ -21,6 +21,7 @@ from swift.utils import get_logger
 from ..distiller import BatchContext, Distiller
 from ..tagging import decode_channel
 from .resume import SaveConfigWithCheckpoints, restore_renamed_weights
+from .row_guard import BadRowsMetric
 from .run_state import active_run
 from .teacher_loading import build_distiller
 
@@ -86,6 +87,8 @@ class LinguDistillTrainer(Seq2SeqTrainer):
             # Created on every rank up front: a metric first seen on one rank only would desynchronise the
             # all-reduce swift runs when it logs.
             self.custom_metrics[mode]["kd_skipped"] = SumMetric(device=self.args.device)
+        if state.bad_rows is not None:  # rows swift dropped or replaced, per logging step (row_guard)
+            self.custom_metrics["train"]["bad_rows"] = BadRowsMetric(state.bad_rows, device=self.args.device)
         self.add_callback(SaveConfigWithCheckpoints(state.config_text))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:

@@ -18,6 +18,6 @@ def check_swift_version() -> str:
     if not (low <= found < high):
         raise ImportError(
             f"swift-lingudistill supports ms-swift >={low},<{high}, but ms-swift {found} is installed. "
-            f"Fix: pip install 'ms-swift>={low},<{high}' (or the constraints file shipped with this package)."
+            f"Fix: pip install 'ms-swift>={low},<{high}'"
         )
     return str(found)

@@ -5,7 +5,7 @@ The builders of the other families live with the tests (``tests/support/tiny``).
 """
 
 from .common import TinySize, atomic_build_dir, default_cache_dir
-from .demo import build_demo_assets, build_demo_dataset
+from .demo import build_demo_assets, build_demo_dataset, build_monitor_set
 from .qwen import (
     QWEN_SPECIAL_TOKENS,
     build_qwen2_lm,
@@ -22,6 +22,7 @@ __all__ = [
     "atomic_build_dir",
     "build_demo_assets",
     "build_demo_dataset",
+    "build_monitor_set",
     "build_qwen2_lm",
     "build_qwen_vl",
     "default_cache_dir",

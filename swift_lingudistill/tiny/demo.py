@@ -9,7 +9,7 @@ from typing import Any
 from .common import write_jsonl
 from .qwen import build_qwen2_lm, build_qwen_vl, qwen_tokenizer
 
-__all__ = ["build_demo_assets", "build_demo_dataset"]
+__all__ = ["build_demo_assets", "build_demo_dataset", "build_monitor_set"]
 
 _COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 210, 40)}
 _SHAPES = ("circle", "square", "triangle")
@@ -21,6 +21,26 @@ _FACTS = (
     ("What is the boiling point of water at sea level?", "Water boils at 100 degrees Celsius at sea level."),
     ("Why is the sky blue?", "Air scatters blue light more than red light, so the sky looks blue."),
 )
+
+# Held out: never in the training rows, for `--callbacks lingudistill_monitor` (text-only, as the monitor requires).
+_HELD_OUT_FACTS = (
+    ("What is the largest planet in the solar system?", "Jupiter is the largest planet in the solar system."),
+    ("How many days are there in a week?", "There are seven days in a week."),
+    ("What do bees make?", "Bees make honey."),
+    ("Which ocean is the largest?", "The Pacific Ocean is the largest ocean."),
+    ("What is frozen water called?", "Frozen water is called ice."),
+    ("Who painted the Mona Lisa?", "Leonardo da Vinci painted the Mona Lisa."),
+    ("How many continents are there?", "There are seven continents."),
+    ("What is the opposite of hot?", "The opposite of hot is cold."),
+)
+
+
+def build_monitor_set(out_dir: str | Path) -> Path:
+    """The held-out text-only rows (swift's ``messages`` format) the monitor measures language on."""
+    rows = [
+        {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in _HELD_OUT_FACTS
+    ]
+    return write_jsonl(Path(out_dir) / "monitor_text.jsonl", rows)
 
 
 def _draw(path: Path, shape: str, colour: str, count: int, digit: str | None, size: tuple[int, int]) -> None:
@@ -92,7 +112,8 @@ def build_demo_dataset(out_dir: str | Path, rows: int = 24, seed: int = 0) -> Pa
 
 
 def build_demo_assets(root: str | Path, family: str = "qwen2_5_vl", perturb: float = 0.5, seed: int = 0) -> dict:
-    """Everything the demo needs: the original LM, the degraded VLM built from it, and the dataset."""
+    """Everything the demo needs: the original LM, the degraded VLM built from it, the dataset and the monitor's
+    held-out text."""
     root = Path(root)
     tokenizer = qwen_tokenizer()
     lm = build_qwen2_lm(root / "original_lm", seed=seed, tokenizer=tokenizer)
@@ -100,4 +121,4 @@ def build_demo_assets(root: str | Path, family: str = "qwen2_5_vl", perturb: flo
         root / "degraded_vlm", family=family, lm_dir=lm, perturb=perturb, seed=seed, tokenizer=tokenizer
     )
     data = build_demo_dataset(root / "data", seed=seed)
-    return {"teacher": lm, "student": vlm, "dataset": data}
+    return {"teacher": lm, "student": vlm, "dataset": data, "monitor": build_monitor_set(root / "data")}

@@ -8,7 +8,7 @@ import pytest
 
 from swift_lingudistill.config import config_from_dict
 from swift_lingudistill.integration.tag_report import tag_report
-from swift_lingudistill.tagging import TaggingError
+from swift_lingudistill.preflight import PreflightError
 
 
 def _write(path, rows):
@@ -38,7 +38,7 @@ def test_registered_dataset_with_its_own_preprocessor(tmp_path):
         exist_ok=True,
     )
     config = config_from_dict({"teacher": {"model": "self"}, "tagging": {"datasets": {"*/qa.jsonl": "no_distill"}}})
-    report = tag_report(config, ["lingudistill_test_qa"])
+    report = tag_report(config, ["lingudistill_test_qa"]).report
     assert report.counts_by_rule() == {"category:captioning": 1, "dataset:*/qa.jsonl": 2}
     assert report.distilled == 1 and report.rows == 3
 
@@ -53,16 +53,16 @@ def test_local_jsonl_extra_fields_survive_swift_column_cleanup(tmp_path):
     config = config_from_dict(
         {"teacher": {"model": "self"}, "tagging": {"explicit_field": "kd", "category_fields": ["kind"]}}
     )
-    report = tag_report(config, [str(path)])
+    report = tag_report(config, [str(path)]).report
     assert report.counts_by_rule() == {"category:ocr": 1, "explicit": 1}
     assert report.mean_weight == pytest.approx(0.25)
 
 
-def test_malformed_explicit_tag_stops_loading_with_the_row(tmp_path):
+def test_malformed_explicit_tag_stops_with_the_file_line(tmp_path):
     rows = [
         {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], "distill": 1},
         {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}], "distill": 7},
     ]
     path = _write(tmp_path / "bad.jsonl", rows)
-    with pytest.raises(TaggingError, match=r"row 1.*distill.*7"):
+    with pytest.raises(PreflightError, match=r"bad.jsonl line 2: field 'distill' has value 7"):
         tag_report(config_from_dict({"teacher": {"model": "self"}}), [str(path)])

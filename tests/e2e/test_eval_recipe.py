@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from swift_lingudistill.config import shipped_config_names
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "eval" / "retention.sh"
 
@@ -56,6 +58,7 @@ def test_eval_backend_and_plugin_config_are_valid():
     text = SCRIPT.read_text()
     allowed = typing.get_args(EvalArguments.__dataclass_fields__["eval_backend"].type)
     assert set(re.findall(r"--eval_backend (\w+)", text)) <= set(allowed)
-    for config in re.findall(r"plugin_configs/[\w.]+\.yaml", text):
-        assert (REPO / config).is_file()
+    configs = re.findall(r"LINGUDISTILL_CONFIG=(\S+)", text)
+    assert configs and set(configs) <= set(shipped_config_names())  # names: the recipe runs from any folder
+    assert "cd " not in text and "plugin_configs/" not in text
     assert "--loss_type lingudistill" in text and '--external_plugins "$PLUGIN"' in text

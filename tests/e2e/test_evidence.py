@@ -1,7 +1,7 @@
 """The evidence harness (examples/evidence) at test size, and the committed results file behind the README's claims.
 
-One build at the experiment's recipe (pilot build 2), in process through the plugin's trainer step; only what holds at this
-size with a wide margin is asserted (thresholds below, measured values in each docstring):
+One build at the experiment's recipe (pilot build 2), in process through the plugin's trainer step; only what holds
+at this size with a wide margin is asserted (thresholds below, measured values in each docstring):
 - the gate: the original LM reading the degraded student's image K/V answers picture+knowledge rows far better
   than with the image masked out of its attention (``kv_share.scope: none``);
 - the tags: ``selective.yaml`` distils exactly the language-heavy recovery rows, ``uniform.yaml`` all of them;
@@ -64,7 +64,9 @@ def _gate_passes(with_image: float, blind: float) -> bool:
 
 
 def test_gate_teacher_sees_the_image_through_the_students_kv(small):
-    """Measured at this size: ... (filled from the runs)."""
+    """Measured at this size (build 2, one thread): the teacher reading the image K/V 57.8 %, masked 16.7 % (the
+    degraded student 5.6 %): a gain of 41.1 points against the 20 required, the pre-registered gate margin. The
+    four pilot builds gained 41.1-58.9 points, so the margin is about 20 points wide."""
     ik = small["gate"]["image_knowledge"]
     assert _gate_passes(ik["teacher_reads_image_kv"]["accuracy"], ik["teacher_blind"]["accuracy"]), ik
     # Negative control: the same check on a teacher blind on both sides must fail (it gains exactly nothing).
@@ -89,7 +91,12 @@ def test_tags_are_exactly_the_language_rows(small):
 
 
 def test_uniform_distillation_costs_vision_and_selective_does_not(small):
-    """Measured at this size: ... (filled from the runs)."""
+    """Measured at this size (build 2, 60 recovery steps, one thread): vision A0 95.0 %, A2 95.6 %, A6 85.0 %, A6 at
+    lambda 0 95.0 %. Selective must stay within 5 points of plain (it is 0.6 above); uniform must lose at least 5
+    against selective (it loses 10.6; in the four-build pilot at the full recipe it lost 10.2 on average, 3.8 to
+    18.8 per unit, so a single unit can fall short: that is why this is a one-build check with a 5-point bar, and
+    the claim itself is checked against the committed table); uniform at lambda 0 is plain CE and must not (it
+    loses 0.6)."""
     plain, selective, uniform = _vision(small, "A0"), _vision(small, "A2"), _vision(small, "A6")
     assert selective >= plain - 5.0, (plain, selective)
     assert uniform <= selective - 5.0, (uniform, selective)

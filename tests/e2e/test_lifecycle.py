@@ -41,10 +41,12 @@ def uninterrupted(demo_assets, tmp_path_factory) -> SwiftRun:
 def test_resume_continues_with_the_same_losses_and_the_saved_config(demo_assets, uninterrupted, tmp_path):
     """Stopping after checkpoint-2 and resuming gives the uninterrupted run's losses for steps 3 and 4.
 
-    The config is restored from the checkpoint (no LINGUDISTILL_CONFIG, no teacher variable given)."""
+    The config is restored from the checkpoint (no LINGUDISTILL_CONFIG); it names the teacher as
+    ${LINGUDISTILL_TEACHER}, so the resume reads that variable again (test_bad_inputs: refused when unset)."""
     checkpoint = uninterrupted.run_dir / "checkpoint-2"
     assert (checkpoint / CONFIG_FILENAME).exists()
-    resumed = train(demo_assets, tmp_path, "--resume_from_checkpoint", str(checkpoint), config=None, env={}).check_ok()
+    env = {"LINGUDISTILL_TEACHER": str(demo_assets["teacher"])}
+    resumed = train(demo_assets, tmp_path, "--resume_from_checkpoint", str(checkpoint), config=None, env=env).check_ok()
     assert f"LinguDistill config {checkpoint / CONFIG_FILENAME}" in resumed.output
     before = {r["global_step/max_steps"]: r for r in uninterrupted.step_records()}
     after = {r["global_step/max_steps"]: r for r in resumed.step_records()}
@@ -110,7 +112,8 @@ print("GENERATED", out.shape[1] - ids.shape[1])
 def test_swift_infer_runs_on_the_checkpoint(demo_assets, uninterrupted, tmp_path):
     """`swift infer` re-imports the plugin named in the checkpoint's args.json (installed here)."""
     checkpoint = uninterrupted.run_dir / "checkpoint-4"
-    assert any("swift_plugin.py" in p for p in json.loads((checkpoint / "args.json").read_text())["external_plugins"])
+    plugins = json.loads((checkpoint / "args.json").read_text())["external_plugins"]
+    assert any(p.endswith("swift_lingudistill_plugin.py") for p in plugins)
     result = tmp_path / "infer.jsonl"
     cmd = [
         swift_executable(), "infer", "--model", str(checkpoint), "--val_dataset", str(demo_assets["dataset"]),

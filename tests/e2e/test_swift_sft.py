@@ -46,11 +46,13 @@ def test_selective_trains_and_logs_its_metrics(demo_assets, tmp_path, tuner):
     assert distilled and all(r["kd_loss"] > 0 for r in distilled)
     # swift's own log lines carry the metrics too
     assert "'kd_loss'" in run.output and "'distill_frac'" in run.output and "'ce_loss'" in run.output
-    # the resolved config is logged and written next to args.json, with the teacher filled in
+    # the resolved config is logged and written next to args.json: the teacher's model_type filled in, the
+    # teacher named as the config names it (${LINGUDISTILL_TEACHER}), never by the variable's value
     saved = run.run_dir / CONFIG_FILENAME
     assert (run.run_dir / "args.json").exists() and saved.exists()
     resolved = yaml.safe_load(saved.read_text())
-    assert resolved["teacher"]["model"] == str(demo_assets["teacher"])
+    assert resolved["teacher"]["model"] == "${LINGUDISTILL_TEACHER}" and resolved["teacher"]["model_type"] == "qwen2"
+    assert str(demo_assets["teacher"]) not in saved.read_text()
     assert resolved["loss"]["lambda"] == 1.0 and resolved["kv_share"]["scope"] == "image"
     assert "LinguDistill config" in run.output
 

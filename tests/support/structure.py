@@ -24,19 +24,23 @@ SWIFT_SUBPACKAGE = "integration"
 
 # Top to bottom. Module names are relative to the package; PACKAGE itself is its __init__.
 TIERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("entry points", ("__main__", "swift_plugin", PACKAGE)),
+    ("entry points", ("__main__", "plugin_entry.swift_lingudistill_plugin", PACKAGE)),
     ("swift: registration", ("integration", "integration.registration")),
     ("swift: hooks swift calls", ("integration.activation", "integration.trainer", "integration.monitor",
                                   "integration.tag_report")),
+    ("swift: the pre-flight", ("integration.preflight", "integration.dataset_scan")),
     ("swift: one job each", ("integration.flag_checks", "integration.teacher_resolution",
-                             "integration.teacher_loading", "integration.resume", "integration.dataset_tagging")),
+                             "integration.teacher_loading", "integration.resume", "integration.dataset_tagging",
+                             "integration.row_guard", "integration.redaction")),
     ("swift: leaves", ("integration.run_state", "integration.version")),
     ("core: one training step", ("distiller",)),
+    ("core: pre-flight checks", ("preflight", "preflight.*")),
     ("core: teacher and KV sharing", ("teacher", "kv_share")),
     ("core: model families", ("families", "families.*")),
     ("core: rotary re-basing", ("rope_rebase",)),
     ("core: losses", ("losses", "loss_inputs", "divergences")),
     ("core: tagging", ("tagging",)),
+    ("core: the monitor's plot", ("monitor_plot",)),
     ("core: configuration", ("config", "config.*")),
     ("demo assets (build-demo)", ("tiny", "tiny.*")),
 )  # fmt: skip

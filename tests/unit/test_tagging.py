@@ -137,7 +137,7 @@ def test_malformed_explicit_value_raises(value) -> None:
     with pytest.raises(TaggingError) as err:
         Tagger(TaggingConfig()).decide(row("x", distill=value, dataset="/data/my.jsonl"), index=17)
     message = str(err.value)
-    assert "row 17" in message and "/data/my.jsonl" in message
+    assert "row 18 of /data/my.jsonl" in message  # counted from 1: the 18th row
     assert "'distill'" in message and repr(value) in message
     assert "true/false, distill/no_distill, or a number in [0, 1]" in message
 
@@ -169,7 +169,7 @@ def test_unknown_category_error() -> None:
     with pytest.raises(TaggingError) as err:
         tagger.decide(row("x", category="Memes", dataset="/d/a.jsonl"), index=3)
     message = str(err.value)
-    assert "row 3 of /d/a.jsonl" in message and "'Memes'" in message
+    assert "row 4 of /d/a.jsonl" in message and "'Memes'" in message
     assert "captioning" in message and "memes_v2" in message and "ocr" in message
 
 

@@ -19,7 +19,7 @@ import yaml
 from swift.trainers.mixin import SwiftMixin
 
 from swift_lingudistill import plugin_path
-from swift_lingudistill.config import LinguDistillConfig, config_from_dict
+from swift_lingudistill.config import LinguDistillConfig, config_from_dict, shipped_config_path
 from swift_lingudistill.distiller import BatchContext, Distiller
 from swift_lingudistill.families import family_for
 from swift_lingudistill.integration.trainer import FULL_LABELS_KEY, LinguDistillTrainer, batch_context
@@ -43,8 +43,12 @@ FAMILY = "qwen2_5_vl"
 
 
 def shipped_config(name: str, **overrides: Any) -> dict[str, Any]:
-    """``plugin_configs/<name>.yaml`` as a dict, with ``section.key`` overrides (e.g. ``loss.temperature``)."""
-    data = yaml.safe_load((REPO / "plugin_configs" / f"{name}.yaml").read_text())
+    """A shipped config (``selective``, ``uniform``: the package's own YAML) as a dict, with ``section.key``
+    overrides (e.g. ``loss.temperature``)."""
+    path = shipped_config_path(name)
+    if path is None:
+        raise ValueError(f"{name!r} is not a shipped config of swift-lingudistill")
+    data = yaml.safe_load(path.read_text())
     data["teacher"]["model"] = "self"  # replaced by the harness's in-memory teacher; `self` keeps it valid
     for dotted, value in overrides.items():
         section, key = dotted.split(".")
