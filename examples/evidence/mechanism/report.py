@@ -134,6 +134,11 @@ def _diff(entry: dict[str, Any]) -> str:
     return f"{entry['mean']:+.1f} [{entry['ci_low']:+.1f}, {entry['ci_high']:+.1f}]"
 
 
+def _p(value: float, below: float) -> str:
+    """A stored (rounded) p-value; a stored 0 means below ``below`` (half the last rounded digit), not zero."""
+    return f"< {below:.2g}" if value == 0 else f"{value:.2g}"
+
+
 def tables(summary: dict[str, Any]) -> str:
     """The markdown tables of the README, from a summary."""
     lines: list[str] = []
@@ -176,19 +181,21 @@ def tables(summary: dict[str, Any]) -> str:
             "|---|---|---|---|---|",
             f"| {p['mean']:+.2f} | [{p['ci_low']:+.2f}, {p['ci_high']:+.2f}] "
             f"| [{p['boot_low']:+.2f}, {p['boot_high']:+.2f}] | {p['positive']} of {p['n']} "
-            f"| {mc['first_only']} / {mc['second_only']} (p = {mc['p']:.2g}) |",
+            f"| {mc['first_only']} / {mc['second_only']} (p {'' if mc['p'] == 0 else '= '}{_p(mc['p'], 5e-7)}) |",
         ]
     lines += ["", "**Secondary comparisons** (points; Holm-adjusted p over this family, from the paired t):", ""]
     lines += [
         "| comparison | mean [95 % CI] | units > 0 | McNemar first / second | p | p (Holm) |",
         "|---|---|---|---|---|---|",
     ]
+    p_below = 5e-5  # paired p is stored to 4 decimals (stats.Paired.as_dict); Holm multiplies it by at most m
     for name, s in summary["secondary"].items():
         mc = s["mcnemar"]
-        lines.append(f"| {name} | {_diff(s)} | {s['positive']} of {s['n']} | {mc['first_only']} / {mc['second_only']} "
-                     f"| {s['p']:.2g} | {s['p_holm']:.2g} |")  # fmt: skip
+        label = name.replace(" | ", ", ")  # a `|` would split the markdown cell
+        lines.append(f"| {label} | {_diff(s)} | {s['positive']} of {s['n']} | {mc['first_only']} / {mc['second_only']} "
+                     f"| {_p(s['p'], p_below)} | {_p(s['p_holm'], p_below * len(summary['secondary']))} |")  # fmt: skip
     lines += ["", "**Noise floor**: A0' (A0 on another order of the same rows) - A0, points:", ""]
-    lines += ["| evaluation | mean [95 % CI] | largest |difference| of a unit |", "|---|---|---|"]
+    lines += ["| evaluation | mean [95 % CI] | largest absolute difference of a unit |", "|---|---|---|"]
     for ev, s in summary["noise_floor"].items():
         if s:
             lines.append(f"| {EVAL_TITLES[ev]} | {_diff(s)} | {max(abs(s['min']), abs(s['max'])):.1f} |")
