@@ -70,4 +70,4 @@ echo "== 4/4 accuracy before and after recovery (held-out facts: in no recovery 
 "$PYTHON" examples/evidence/demo.py score --out "$ASSETS" \
   --run "(a) plain swift sft=$(checkpoint plain)" --run "(b) selective LinguDistill=$(checkpoint selective)" 2>/dev/null
 echo "One unit is an anecdote: the paired table over 8 units with confidence intervals, the gate and every"
-echo "control arm is in examples/evidence/README.md (rerun it with 'make evidence', about 12 minutes)."
+echo "control arm is in examples/evidence/README.md ('make evidence' reruns it: 24 minutes of CPU over two cores)."
