@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lingudistill-installed
 
-.PHONY: demo test lint venv miniature clean
+.PHONY: demo test lint venv evidence clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	PYTHON=$(BIN)/python SWIFT=$(BIN)/swift bash examples/demo.sh
 
-# examples/miniature: the paper's trade-off reproduced on the CPU (about 8 minutes, see its README)
-miniature: $(STAMP)
-	$(BIN)/python examples/miniature/run.py --seeds 0 1 2 --jobs 3
+# examples/evidence: the paired, controlled experiment (4 builds x 2 orders, every arm; see its README)
+evidence: $(STAMP)
+	$(BIN)/python examples/evidence/run.py --jobs 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -19,7 +19,7 @@ from torch import nn
 
 from .config import LinguDistillConfig
 from .families import FamilyAdapter, unwrap_model
-from .kv_share import ROUTER, KVRouter, build_plan, shared_positions
+from .kv_share import ROUTER, KVRouter, build_plan, shared_positions, teacher_visible
 from .losses import IGNORE_INDEX, StudentHead, TeacherHead, cross_entropy_sum, fused_loss
 from .rope_rebase import RotaryRebase
 from .teacher import TeacherRunner
@@ -139,9 +139,11 @@ class Distiller:
             raise RuntimeError("the teacher needs the batch's rotary positions and vision mask (BatchContext)")
         # Tokens the teacher's vocabulary lacks (image placeholders, tile markers) are never the teacher's own.
         always = ctx.vision | (ctx.input_ids >= self.teacher.vocab_rows)
-        shared = shared_positions(self.config.kv_share.scope, ctx.valid, always, ctx.labels)
+        scope = self.config.kv_share.scope
+        shared = shared_positions(scope, ctx.valid, always, ctx.labels)
+        visible = teacher_visible(scope, ctx.valid, always)  # scope none: the vision positions are masked out
         detach = self.config.kv_share.detach
-        plan, entries = build_plan(logit_mask, shared, ctx.valid, ctx.segment, compact=self.compact, detach=detach)
+        plan, entries = build_plan(logit_mask, shared, visible, ctx.segment, compact=self.compact, detach=detach)
         q_ids = ctx.input_ids.index_select(0, plan.rows).gather(1, plan.q_pos)  # [B', Lq]
         q_rotary = ctx.rotary.index_select(0, plan.rows).gather(1, plan.q_pos)  # [B', Lq]
         if self.rebase is not None:

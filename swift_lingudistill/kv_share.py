@@ -27,7 +27,7 @@ from torch import nn
 
 from .teacher_attention import attend, mask_block
 
-__all__ = ["ROUTER", "KVRouter", "TeacherPlan", "build_plan", "shared_positions"]
+__all__ = ["ROUTER", "KVRouter", "TeacherPlan", "build_plan", "shared_positions", "teacher_visible"]
 
 _ROUTED_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
@@ -68,7 +68,7 @@ def shared_positions(scope: str, valid: torch.Tensor, vision: torch.Tensor, labe
 
     ``valid`` [B, L]: real tokens; ``vision`` [B, L]: positions always shared (vision tokens: the teacher has
     no vision tower; tokens its vocabulary lacks); ``labels`` [B, L] full-length, unshifted: -100 outside the
-    response.
+    response. Scope ``none`` shares nothing (see ``teacher_visible``).
     """
     if scope == "image":
         return vision & valid
@@ -76,7 +76,19 @@ def shared_positions(scope: str, valid: torch.Tensor, vision: torch.Tensor, labe
         return ((labels == -100) | vision) & valid
     if scope == "all":
         return valid.clone()
-    raise ValueError(f"unknown kv_share scope {scope!r}: use image, prompt or all")
+    if scope == "none":
+        return torch.zeros_like(valid)
+    raise ValueError(f"unknown kv_share scope {scope!r}: use image, prompt, all or none")
+
+
+def teacher_visible(scope: str, valid: torch.Tensor, vision: torch.Tensor) -> torch.Tensor:
+    """[B, L] bool: positions the teacher's attention may read at all.
+
+    Every real token, except under scope ``none`` (the blind-teacher ablation): there the ``vision``
+    positions are masked out entirely, neither the student's K/V nor the teacher's own computation at them,
+    so the teacher conditions on the text alone (at the student's rotary positions).
+    """
+    return valid & ~vision if scope == "none" else valid
 
 
 def build_plan(

@@ -99,10 +99,11 @@ class TeacherConfig(_Section):
 class KVShareConfig(_Section):
     """Which of the student's keys/values the teacher's attention reads at every layer."""
 
-    scope: Literal["image", "prompt", "all"] = Field(
+    scope: Literal["image", "prompt", "all", "none"] = Field(
         default="image",
         description="positions whose K/V come from the student: image (vision tokens), prompt (every "
-        "non-response position) or all",
+        "non-response position), all, or none (an ablation: the teacher is blind to the image; vision "
+        "positions are masked out of its attention and it reads the text alone)",
     )
     detach: bool = Field(
         default=True,

@@ -18,7 +18,7 @@ from swift_lingudistill.config import load_config, shipped_config_names
 from tests.support import REPO
 
 SCRIPTS = sorted((REPO / "examples").glob("*.sh"))
-# swift YAML configs (the miniature's plugin configs under examples/miniature/configs are tested there)
+# swift YAML configs
 YAMLS = sorted([*(REPO / "examples").glob("*.yaml"), *(REPO / "examples" / "multinode").glob("*.yaml")])
 MULTINODE = sorted((REPO / "examples" / "multinode").glob("*.sh"))
 USER_SCRIPTS = [s for s in SCRIPTS if s.name != "demo.sh"]  # demo.sh runs the repository's own demo

@@ -72,7 +72,7 @@ BAD = [
     ({"teacher": {"model": "x"}, "loss": {"alpha": 0.5}}, ["alpha only applies to mode replace"]),
     (
         {"teacher": {"model": "x"}, "kv_share": {"scope": "text"}},
-        ["kv_share.scope = 'text'", "'image', 'prompt' or 'all'"],
+        ["kv_share.scope = 'text'", "'image', 'prompt', 'all' or 'none'"],
     ),
     ({"teacher": {"model": "x"}, "kv_share": {"detach": "maybe"}}, ["kv_share.detach = 'maybe'"]),
     ({"teacher": {"model": "self", "model_type": "qwen2"}}, ["model_type does not apply to `model: self`"]),

@@ -1,4 +1,4 @@
-"""swift's Qwen2.5-VL template with the miniature's small image/video ids, registered as ``miniature_qwen2_5_vl``.
+"""swift's Qwen2.5-VL template with the harness's small image/video ids, registered as ``evidence_qwen2_5_vl``.
 
 ``Qwen2VLTemplate`` hard-codes ``image_token_id = 151655`` as a class attribute; with a small vocabulary swift
 would then find no image token, expand nothing and still "train" on the bare ``<|image_pad|>``. This subclass
@@ -16,9 +16,16 @@ from swift.template.templates.qwen import Qwen2_5VLTemplate, QwenTemplateMeta
 
 from .vocab import IMAGE_TOKEN_ID, VIDEO_TOKEN_ID
 
-__all__ = ["TEMPLATE_NAME", "MiniatureQwen2_5VLTemplate", "check_image_tokens", "load_template", "register"]
+__all__ = [
+    "TEMPLATE_NAME",
+    "EvidenceQwen2_5VLTemplate",
+    "as_swift_loads",
+    "check_image_tokens",
+    "load_template",
+    "register",
+]
 
-TEMPLATE_NAME = "miniature_qwen2_5_vl"
+TEMPLATE_NAME = "evidence_qwen2_5_vl"
 
 
 def check_image_tokens(input_ids: list[int], image_grid_thw: Any, merge_size: int) -> int:
@@ -33,8 +40,8 @@ def check_image_tokens(input_ids: list[int], image_grid_thw: Any, merge_size: in
     return found
 
 
-class MiniatureQwen2_5VLTemplate(Qwen2_5VLTemplate):
-    """Qwen2.5-VL's template at the miniature tokenizer's ids, with the image-token count checked per sample."""
+class EvidenceQwen2_5VLTemplate(Qwen2_5VLTemplate):
+    """Qwen2.5-VL's template at the harness tokenizer's ids, with the image-token count checked per sample."""
 
     image_token_id = IMAGE_TOKEN_ID
     video_token_id = VIDEO_TOKEN_ID
@@ -52,13 +59,13 @@ def register() -> None:
     if TEMPLATE_NAME in TEMPLATE_MAPPING:
         return
     # No default system prompt: shorter sequences, and the chat words stay few.
-    register_template(QwenTemplateMeta(TEMPLATE_NAME, template_cls=MiniatureQwen2_5VLTemplate, default_system=None))
+    register_template(QwenTemplateMeta(TEMPLATE_NAME, template_cls=EvidenceQwen2_5VLTemplate, default_system=None))
 
 
 def load_template(model_dir: str | Path) -> Any:
     """swift's processor and this template for a local checkpoint (the LM or the VLM), in training mode.
 
-    Training mode gives labels on the assistant turn; everything the miniature trains or measures is encoded here,
+    Training mode gives labels on the assistant turn; everything the harness trains or measures is encoded here,
     so its format is exactly what ``swift sft`` trains on.
     """
     import json
@@ -72,3 +79,13 @@ def load_template(model_dir: str | Path) -> Any:
     template = get_template(get_processor(str(model_dir), model_type=model_type), template_type=TEMPLATE_NAME)
     template.set_mode("train")
     return template
+
+
+def as_swift_loads(model: Any) -> Any:
+    """Give an in-memory VLM the attributes swift's model loader adds (``model.visual``, ``model.language_model``
+    as class properties, for transformers 5), which the template's forward hook reads."""
+    from swift.model.register import _set_property
+
+    for key in ("language_model", "visual"):
+        _set_property(model, key)
+    return model

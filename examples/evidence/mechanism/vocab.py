@@ -1,6 +1,6 @@
-"""A tokenizer of about a thousand ids, trained on the miniature's texts: small vocabularies make fast models.
+"""A tokenizer of about a thousand ids, trained on the harness's texts: small vocabularies make fast models.
 
-Every word of the miniature is a single token. The Qwen special tokens sit at small ids of our own choosing.
+Every word of the harness is a single token. The Qwen special tokens sit at small ids of our own choosing.
 swift's ``Qwen2VLTemplate`` hard-codes the real Qwen ids (151655 / 151656) as class attributes, so
 ``template.py`` registers a subclass that uses these instead.
 """
@@ -48,8 +48,8 @@ VIDEO_TOKEN_ID = 7
 CHAT_WORDS = ("user", "assistant", "system")
 # transformers loads any tokenizer next to a qwen2 / qwen2_5_vl config as ``Qwen2Tokenizer`` (it overrides the
 # saved class for these model types), which rebuilds a byte-level BPE with this pre-tokenizer from the saved
-# vocabulary and merges (pre-tokenizer: transformers' PRETOKENIZE_REGEX). So the miniature's tokenizer is such
-# a BPE, trained on the miniature's texts.
+# vocabulary and merges (pre-tokenizer: transformers' PRETOKENIZE_REGEX). So the harness's tokenizer is such
+# a BPE, trained on the harness's texts.
 SPLIT_PATTERN = r"\n|\w+|[^\w\s]"  # words and punctuation marks, for the held-out-phrasing check
 
 

@@ -1,0 +1,1 @@
+"""The evidence harness: builds, arms, gate, statistics (see examples/evidence/README.md)."""
