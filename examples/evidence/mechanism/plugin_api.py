@@ -118,6 +118,9 @@ class SwiftStep:
         self.state = SimpleNamespace(global_step=0)
         self.custom_metrics: dict[str, defaultdict] = {}
         self._lingudistill_batch: BatchContext | None = None
+        # No output-layer recorder: the loss reads the student's logits (the reference path of loss.fused_linear,
+        # equal to the fused path within float rounding; the committed results were computed on it).
+        self._lingudistill_step: dict[str, Any] = {"recorder": None}
 
     lingudistill_loss = LinguDistillTrainer.lingudistill_loss
 
