@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,12 +206,18 @@ def run_case(case: Case, world: dict, folder: Path, capfd, monkeypatch) -> Outco
 
         if config is not None and "LINGUDISTILL_CONFIG" not in case.env:
             monkeypatch.setenv("LINGUDISTILL_CONFIG", str(config))
+        environ = dict(os.environ)
         try:
             sft_main(sft_argv(world, case, data))
         except Exception as e:  # what `swift sft` prints before exiting with status 1
             message, code = f"{type(e).__name__}: {e}", 1
         finally:
             swift_logger.removeHandler(handler)
+            # swift's argument parsing exports settings into os.environ (TENSORBOARD_LOGGING_DIR = this case's
+            # folder, ...); left there, every later `swift sft` subprocess of this worker would inherit them.
+            for key in set(os.environ) - set(environ):
+                del os.environ[key]
+            os.environ.update(environ)
     captured = capfd.readouterr()
     return Outcome(code, "\n".join((message, log.getvalue(), captured.out, captured.err)))
 
