@@ -26,9 +26,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Two workers, one test file each at a time: 10:52 for the whole suite on the 2-core CI machine, 15:00 in one.
+# Two workers, one test file each at a time, one thread per process: two workers with torch's default of one
+# thread per core would run four busy threads (and twice that during the two-process tests) on the 2 cores.
 test: lint
-	$(BIN)/pytest -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist loadfile
 
 clean:
 	rm -rf demo_assets output .pytest_cache
